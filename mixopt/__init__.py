@@ -1,0 +1,47 @@
+"""mixopt: data mixture optimization for language-model pretraining.
+
+    >>> import mixopt
+    >>> runs = mixopt.RunTable.from_csv("runs.csv")            # w_<domain> and loss_<domain> columns
+    >>> rec = mixopt.recommend(runs, optimizer="regmix", objective="loss_pile_cc")
+    >>> rec.weights
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mixopt.errors import InputError, MixoptError
+from mixopt.optimizers import get_optimizer, list_optimizers
+from mixopt.optimizers.base import Proposal, Recommendation
+from mixopt.runs import RunTable
+from mixopt.spec import DatasetSpec, ObjectiveSpec, ProxySpec, SearchSpec, TargetSpec
+
+__version__ = "0.1.0"
+
+
+def recommend(runs: RunTable | str | Path, optimizer: str = "regmix", objective: Any = None,
+              target: TargetSpec | None = None, seed: int = 0, **settings: Any) -> Recommendation:
+    """Recommend a mixture from a run table (or a CSV/Parquet path) with any registered optimizer."""
+    table = runs if isinstance(runs, RunTable) else RunTable.from_file(runs)
+    return get_optimizer(optimizer, seed=seed, objective=objective, **settings).recommend(table, target)
+
+
+def submit(spec: SearchSpec | str | Path, **kw: Any) -> Recommendation:
+    """Run a search job to the end (see `mixopt.search.Search` for resuming and events)."""
+    from mixopt.search import submit as _submit
+
+    return _submit(spec, **kw)
+
+
+def load_job(path: str | Path) -> RunTable:
+    """The run table of a job folder."""
+    from mixopt.search.store import JobStore
+
+    p = Path(path)
+    return JobStore.open(p.parent.parent if p.parent.name == "jobs" else Path("."), str(p)).run_table()
+
+
+__all__ = ["DatasetSpec", "InputError", "MixoptError", "ObjectiveSpec", "Proposal", "ProxySpec",
+           "Recommendation", "RunTable", "SearchSpec", "TargetSpec", "get_optimizer", "list_optimizers",
+           "load_job", "recommend", "submit"]

@@ -1,0 +1,289 @@
+"""The `mixopt` command. Bad input ends as one red line naming the file, the field and the fix (exit code 2)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mixopt.errors import InputError, MixoptError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Data mixture optimization for LM pretraining: train proxy models on mixtures of your "
+                       "domains (on Ray), fit a mixture optimizer, get the mixture for the real run.")
+console = Console(log_path=False)
+err_console = Console(stderr=True)
+
+WorkdirOpt = Annotated[Path, typer.Option("--workdir", "-w", help="Where jobs, prepared data and the MLflow "
+                                          "store live.", envvar="MIXOPT_WORKDIR")]
+JobArg = Annotated[str | None, typer.Argument(help="Job id (see `mixopt status`) or job folder; default: the "
+                                              "newest job.")]
+DEFAULT_WD = Path("mixopt-work")
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("MIXOPT_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except InputError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except MixoptError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted: finished runs are kept; continue with `mixopt resume`")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------- search
+
+
+class _Live:
+    """Progress bar for a search, fed by the driver's events."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[best]}"), console=console)
+        self.task: Any = None
+        self.best = math.inf
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        p = self.progress
+        if event == "prepare":
+            console.log(f"prepared domain [cyan]{data['domain']}[/] ({data['i']}/{data['n']})")
+        elif event == "job":
+            console.log(f"job [bold]{data['job_id']}[/] in {data['path']}")
+            self.task = p.add_task("proxy runs", total=data["budget"], completed=data["done"], best="")
+        elif event == "result" and self.task is not None:
+            obj = data.get("objective")
+            if obj is not None:
+                self.best = min(self.best, obj)
+            line = (f"{data['run_id']} [green]ok[/] objective {obj:.4f} ({data.get('seconds') or 0:.1f}s)"
+                    if data["status"] == "ok" else f"{data['run_id']} [red]failed[/]: {data.get('error')}")
+            p.console.log(line)
+            p.update(self.task, advance=1, best=f"best {self.best:.4f}" if math.isfinite(self.best) else "")
+        elif event == "warning":
+            p.console.log(f"[yellow]warning:[/] {data['message']}")
+
+
+def _run_search(search: Any) -> None:
+    live = _Live()
+    search.on_event = live
+    with live.progress:
+        rec = search.run()
+    _print_recommendation(rec.to_dict(), search.store.path / "recommendation.json")
+
+
+@app.command()
+def submit(
+    spec: Annotated[Path, typer.Argument(help="Search spec YAML, e.g. search/demo.yaml.")],
+    workdir: WorkdirOpt = DEFAULT_WD,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: a SQLite file in the "
+                                                     "workdir).")] = None,
+) -> None:
+    """Validate a search spec, then run it: proxies on Ray, results in the job's run table and MLflow."""
+    from mixopt.search.driver import Search, check_runnable
+    from mixopt.spec import SearchSpec
+
+    s = SearchSpec.from_yaml(spec)
+    check_runnable(s)
+    _run_search(Search(s, workdir=workdir, ray_address=address, tracking_uri=tracking_uri))
+
+
+@app.command()
+def resume(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
+           address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None) -> None:
+    """Continue a job from its run table: pending runs first (same mixture, same seed), then new rounds."""
+    from mixopt.search.driver import Search
+
+    _run_search(Search.resume(job, workdir=workdir, ray_address=address))
+
+
+@app.command()
+def status(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
+           all_jobs: Annotated[bool, typer.Option("--all", help="List every job, not only one.")] = False) -> None:
+    """Jobs in the workdir with their progress; with JOB, that job in detail."""
+    from mixopt.search.store import JobStore, list_jobs
+
+    if job is None or all_jobs:
+        jobs = list_jobs(workdir)
+        if not jobs:
+            console.print(f"no jobs in {workdir}/jobs — start one with `mixopt submit search/demo.yaml`")
+            return
+        t = Table(title=f"jobs in {workdir}")
+        for c in ("job", "optimizer", "state", "ok", "failed", "pending", "budget", "best objective"):
+            t.add_column(c)
+        for st in jobs:
+            t.add_row(*_job_summary(st))
+        console.print(t)
+        return
+    st = JobStore.open(workdir, job)
+    row = _job_summary(st)
+    for k, v in zip(("job", "optimizer", "state", "ok", "failed", "pending", "budget", "best objective"), row,
+                    strict=True):
+        console.print(f"[bold]{k:>15}[/]: {v}")
+    console.print(f"[bold]{'folder':>15}[/]: {st.path}")
+    if (st.path / "recommendation.json").is_file():
+        console.print(f"[bold]{'recommendation':>15}[/]: {st.path / 'recommendation.json'}")
+
+
+def _job_summary(st: Any) -> tuple[str, ...]:
+    spec = st.spec
+    table = st.run_table()
+    counts = table.df["status"].value_counts().to_dict()
+    best = ""
+    if counts.get("ok"):
+        _, y = table.usable(spec.objective)
+        best = f"{y.min():.4f}" if len(y) else ""
+    return (st.job_id, spec.optimizer.name, str(st.get_meta("state")), str(counts.get("ok", 0)),
+            str(counts.get("failed", 0)), str(counts.get("pending", 0)), str(spec.budget.runs), best)
+
+
+@app.command()
+def runs(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
+         fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table") -> None:
+    """The job's run table: one row per proxy run (the same runs MLflow shows under the job's parent run)."""
+    from mixopt.search.store import JobStore
+
+    st = JobStore.open(workdir, job)
+    table = st.run_table()
+    df = table.df.copy()
+    if len(df) and table.loss_columns:
+        df["objective"] = table.objective(st.spec.objective)
+    if fmt == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+        return
+    if fmt == "json":
+        sys.stdout.write(df.to_json(orient="records", indent=1) + "\n")
+        return
+    if fmt != "table":
+        raise InputError("--format", f"unknown format {fmt!r}", "use table, csv or json")
+    from rich import box
+
+    t = Table(title=f"{st.job_id}: {len(df)} runs, objective = {st.spec.objective.describe()}",
+              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    cols = ["run_id", "status", *table.weight_columns, *table.loss_columns, "objective"]
+    for c in cols:
+        t.add_column(c.removeprefix("w_").removeprefix("loss_") if c not in ("run_id", "status") else c,
+                     justify="right" if c not in ("run_id", "status") else "left")
+    t.columns[2].header = "w: " + t.columns[2].header
+    if table.loss_columns:
+        t.columns[2 + len(table.weight_columns)].header = "loss: " + t.columns[2 + len(table.weight_columns)].header
+    for _, r in df.iterrows():
+        t.add_row(*[_fmt(r.get(c)) for c in cols])
+    console.print(t)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.3f}"
+    return "" if v is None else str(v)
+
+
+@app.command()
+def recommend(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
+              optimizer: Annotated[str | None, typer.Option(help="Recommend with another optimizer than the "
+                                                            "job's (e.g. random = best observed run).")] = None,
+              as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+              ) -> None:
+    """Recommend a mixture from a job's runs so far (writes recommendation.json when using the job's optimizer)."""
+    from mixopt.optimizers import get_optimizer, list_optimizers
+    from mixopt.search.store import JobStore
+
+    st = JobStore.open(workdir, job)
+    spec = st.spec
+    if optimizer is not None and optimizer not in list_optimizers():
+        raise InputError("--optimizer", f"unknown optimizer {optimizer!r}",
+                         f"choose one of {', '.join(list_optimizers())}")
+    name = optimizer or spec.optimizer.name
+    settings = spec.optimizer.settings if name == spec.optimizer.name else {}
+    opt = get_optimizer(name, seed=spec.seed, objective=spec.objective, **settings)
+    rec = opt.recommend(st.run_table(), spec.target).to_dict()
+    path = None
+    if name == spec.optimizer.name:
+        path = st.write_recommendation(rec)
+    if as_json:
+        sys.stdout.write(json.dumps(rec, indent=2) + "\n")
+    else:
+        _print_recommendation(rec, path)
+
+
+def _print_recommendation(rec: dict[str, Any], path: Path | None) -> None:
+    t = Table(title=f"recommended mixture ({rec['method']}, objective {rec['objective']})")
+    t.add_column("domain")
+    t.add_column("weight", justify="right")
+    t.add_column("", justify="left")
+    for d, w in sorted(rec["weights"].items(), key=lambda kv: -kv[1]):
+        t.add_row(d, f"{w:.4f}", "█" * int(round(w * 40)))
+    console.print(t)
+    if rec.get("predicted") is not None:
+        unc = f" ± {rec['uncertainty']:.4f}" if rec.get("uncertainty") is not None else ""
+        console.print(f"predicted objective: [bold]{rec['predicted']:.4f}[/]{unc}  "
+                      f"(from {len(rec.get('runs_used', []))} runs)")
+    for n in rec.get("notes", []):
+        console.print(f"  • {n}", highlight=False)
+    if path:
+        console.print(f"written to {path}")
+
+
+@app.command()
+def optimizers() -> None:
+    """The registered mixture optimizers and their settings."""
+    from mixopt.optimizers import list_optimizers, optimizer_class
+
+    t = Table(title="optimizers")
+    t.add_column("name")
+    t.add_column("what it does")
+    t.add_column("settings (default)")
+    for name in list_optimizers():
+        cls = optimizer_class(name)
+        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        settings = ", ".join(f"{k}={f.default}" for k, f in cls.Settings.model_fields.items()) or "—"
+        t.add_row(name, doc.split(":", 1)[-1].strip(), settings)
+    console.print(t)
+
+
+@app.command()
+def ui(workdir: WorkdirOpt = DEFAULT_WD,
+       port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
+       host: Annotated[str, typer.Option(help="Interface; keep 127.0.0.1 unless you mean to share it.")] = "127.0.0.1",
+       tracking_uri: Annotated[str | None, typer.Option(help="MLflow store (default: the workdir's).")] = None,
+       ) -> None:
+    """Serve the MLflow UI on the workdir's store (one lightweight worker)."""
+    from mixopt.search.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri(workdir)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise InputError(str(workdir), "no MLflow store here yet", "run a search first, or pass --workdir")
+    mlflow = shutil.which("mlflow") or "mlflow"
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    cmd = [mlflow, "server", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", "1",
+           "--default-artifact-root", (Path(workdir) / "mlartifacts").resolve().as_uri()]
+    console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C to stop")
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The contract every mixture optimizer honours (DESIGN.md, "Interfaces").
+
+An optimizer is a pure function of the run table plus a seed: `propose` and `recommend` read the history and
+return mixtures, keeping no state between calls. That is what makes a killed search resumable from its run
+table alone, and what lets the same optimizer run offline on released benchmark CSVs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from mixopt.runs import RunTable
+from mixopt.spec import ObjectiveSpec, TargetSpec
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One mixture to train, optionally at a given fidelity and with a schedule (online methods)."""
+
+    weights: dict[str, float]
+    fidelity: dict[str, float] | None = None
+    schedule: dict[str, Any] | None = None
+
+
+@dataclass
+class Recommendation:
+    weights: dict[str, float]
+    method: str
+    objective: str
+    predicted: float | None = None
+    uncertainty: float | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    runs_used: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class NoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@runtime_checkable
+class MixtureOptimizer(Protocol):
+    name: str
+
+    def propose(self, history: RunTable, n: int) -> list[Proposal]: ...
+
+    def recommend(self, history: RunTable, target: TargetSpec | None = None) -> Recommendation: ...
+
+
+class OptimizerBase:
+    """Shared plumbing: settings validation, objective, and a seed derived from the history.
+
+    The random stream of each call is seeded by (seed, number of runs already in the history), so the same
+    history always yields the same proposals — across processes, after a crash, on another machine.
+    """
+
+    name: ClassVar[str] = ""
+    Settings: ClassVar[type[BaseModel]] = NoSettings
+
+    def __init__(self, seed: int = 0, objective: ObjectiveSpec | str | None = None, **settings: Any) -> None:
+        self.seed = seed
+        self.objective = (objective if isinstance(objective, ObjectiveSpec)
+                          else ObjectiveSpec.model_validate(objective) if objective is not None
+                          else ObjectiveSpec())
+        self.settings = self.Settings.model_validate(settings)
+
+    def rng(self, history: RunTable, salt: str = "") -> np.random.Generator:
+        key = f"{self.name}|{self.seed}|{len(history)}|{salt}".encode()
+        return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+
+    def describe_settings(self) -> dict[str, Any]:
+        return {"seed": self.seed, **self.settings.model_dump()}
+
+    def _recommendation(self, weights: np.ndarray, history: RunTable, **kw: Any) -> Recommendation:
+        w = np.clip(np.asarray(weights, dtype=float), 0, None)
+        w = w / w.sum()
+        return Recommendation(weights={d: float(x) for d, x in zip(history.domains, w, strict=True)},
+                              method=self.name, objective=self.objective.describe(),
+                              settings=self.describe_settings(), **kw)
+
+
+def mixture_dict(domains: list[str], w: np.ndarray) -> dict[str, float]:
+    return {d: float(x) for d, x in zip(domains, w, strict=True)}

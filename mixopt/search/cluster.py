@@ -1,0 +1,36 @@
+"""Connecting to Ray: a local cluster by default, an existing one with an address.
+
+Ray 2.60 enables token authentication by default; a local single-user cluster runs without it unless the user
+chose otherwise. Usage statistics are off. The dashboard is not started (it costs ~1 GB and plain tasks do not
+need it; job submission against a cluster uses the cluster's own dashboard).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def ray_env() -> None:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+def connect(address: str | None = None) -> bool:
+    """Initialise Ray unless it already is; returns True when this call started it (so it should stop it)."""
+    ray_env()
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False, configure_logging=True)
+    return True
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,213 @@
+"""The job store: one folder per job, with the run table in SQLite as the single source of truth.
+
+Layout of `WORKDIR/jobs/<job_id>/`: `spec.yaml` (the resolved spec, self-contained), `runs.sqlite`, and
+`recommendation.json` once the search ends.
+
+The tables are append-only. A proposal is written before its proxy starts (a write-ahead log), its result once
+when it ends; a proposal without a result is pending. A driver killed at any point therefore loses no finished
+run, and on resume re-runs exactly the pending proposals (same mixture, same seed) before proposing more.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mixopt.errors import InputError
+from mixopt.runs import RunTable
+from mixopt.spec import SearchSpec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS proposals (
+    run_id TEXT PRIMARY KEY, idx INTEGER NOT NULL UNIQUE, round INTEGER NOT NULL, seed INTEGER NOT NULL,
+    weights TEXT NOT NULL, fidelity TEXT, source TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT PRIMARY KEY REFERENCES proposals(run_id), status TEXT NOT NULL, metrics TEXT NOT NULL,
+    info TEXT NOT NULL, error TEXT, finished_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tracking (run_id TEXT PRIMARY KEY, mlflow_run_id TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    run_id: str
+    idx: int
+    round: int
+    seed: int
+    weights: dict[str, float]
+    fidelity: dict[str, float] | None
+    source: str
+
+
+class JobStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.db_path = self.path / "runs.sqlite"
+
+    # ------------------------------------------------------------------------------------------ life cycle
+
+    @classmethod
+    def create(cls, workdir: Path, spec: SearchSpec) -> JobStore:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        job_id = f"{spec.name}-{stamp}-{secrets.token_hex(2)}"
+        path = Path(workdir) / "jobs" / job_id
+        path.mkdir(parents=True, exist_ok=False)
+        (path / "spec.yaml").write_text(spec.to_yaml())
+        store = cls(path)
+        with store._db() as db:
+            db.executescript(SCHEMA)
+            db.execute("INSERT INTO meta VALUES ('job_id', ?), ('created_at', ?), ('state', 'created')",
+                       (job_id, json.dumps(time.time())))
+        return store
+
+    @classmethod
+    def open(cls, workdir: Path, job: str | None) -> JobStore:
+        """A job by id (under WORKDIR/jobs), by folder path, or the newest job when `job` is None."""
+        jobs = Path(workdir) / "jobs"
+        if job is None:
+            found = sorted(jobs.glob("*/runs.sqlite"), key=lambda p: p.stat().st_mtime) if jobs.is_dir() else []
+            if not found:
+                raise InputError(str(jobs), "no jobs here", "submit one with `mixopt submit SPEC` or pass --workdir")
+            return cls(found[-1].parent)
+        for cand in (Path(job), jobs / job):
+            if (cand / "runs.sqlite").is_file():
+                return cls(cand)
+        raise InputError(f"job {job}", f"not found under {jobs}",
+                         "give a job id from `mixopt status` or a job folder path")
+
+    @property
+    def job_id(self) -> str:
+        return self.get_meta("job_id") or self.path.name
+
+    @property
+    def spec(self) -> SearchSpec:
+        return SearchSpec.from_yaml(self.path / "spec.yaml")
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.db_path, timeout=60)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            with con:  # one transaction
+                yield con
+        finally:
+            con.close()
+
+    # ------------------------------------------------------------------------------------------ meta
+
+    def get_meta(self, key: str) -> Any:
+        with self._db() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return json.loads(row[0])
+        except json.JSONDecodeError:
+            return row[0]
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                       (key, value if isinstance(value, str) else json.dumps(value)))
+
+    # ------------------------------------------------------------------------------------------ runs
+
+    def n_proposed(self) -> int:
+        with self._db() as db:
+            return int(db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0])
+
+    def add_proposals(self, rows: list[PendingRun]) -> None:
+        now = time.time()
+        with self._db() as db:
+            db.executemany(
+                "INSERT INTO proposals VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.run_id, r.idx, r.round, r.seed, json.dumps(r.weights),
+                  json.dumps(r.fidelity) if r.fidelity else None, r.source, now) for r in rows])
+
+    def add_result(self, run_id: str, status: str, metrics: dict[str, float], info: dict[str, Any],
+                   error: str | None) -> bool:
+        """Record a run's outcome once; a second result for the same run is ignored (returns False)."""
+        with self._db() as db:
+            cur = db.execute("INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                             (run_id, status, json.dumps(metrics), json.dumps(info), error, time.time()))
+            return cur.rowcount == 1
+
+    def pending(self) -> list[PendingRun]:
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT p.run_id, p.idx, p.round, p.seed, p.weights, p.fidelity, p.source FROM proposals p "
+                "LEFT JOIN results r ON r.run_id = p.run_id WHERE r.run_id IS NULL ORDER BY p.idx").fetchall()
+        return [PendingRun(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None, r[6])
+                for r in rows]
+
+    def set_tracking(self, run_id: str, mlflow_run_id: str) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO tracking VALUES (?, ?)", (run_id, mlflow_run_id))
+
+    def tracking_ids(self) -> dict[str, str]:
+        with self._db() as db:
+            return dict(db.execute("SELECT run_id, mlflow_run_id FROM tracking").fetchall())
+
+    def frame(self) -> pd.DataFrame:
+        """One row per proposal: weights, status (pending until a result exists), metrics, timings."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT p.run_id, p.idx, p.round, p.seed, p.weights, p.fidelity, p.source, p.created_at, "
+                "r.status, r.metrics, r.info, r.error, r.finished_at FROM proposals p "
+                "LEFT JOIN results r ON r.run_id = p.run_id ORDER BY p.idx").fetchall()
+        domains = self.get_meta("domains") or []
+        records = []
+        for (run_id, idx, rnd, seed, w, fid, source, created, status, metrics, info, error, finished) in rows:
+            rec: dict[str, Any] = {"run_id": run_id, "idx": idx, "round": rnd, "seed": seed, "source": source}
+            weights = json.loads(w)
+            rec.update({f"w_{d}": float(weights.get(d, 0.0)) for d in domains or weights})
+            rec.update({f"fid_{k}": v for k, v in (json.loads(fid) if fid else {}).items()})
+            rec["status"] = status or "pending"
+            rec.update(json.loads(metrics) if metrics else {})
+            extra = json.loads(info) if info else {}
+            for k in ("seconds", "tokens", "params", "tokens_per_s", "train_loss", "steps"):
+                if k in extra:
+                    rec[k] = extra[k]
+            rec["error"] = error
+            rec["created_at"], rec["finished_at"] = created, finished
+            records.append(rec)
+        df = pd.DataFrame(records)
+        if df.empty:
+            df = pd.DataFrame({f"w_{d}": pd.Series(dtype=float) for d in domains})
+            df["status"] = pd.Series(dtype=object)
+        return df
+
+    def run_table(self) -> RunTable:
+        return RunTable(self.frame(), token_counts=self.get_meta("token_counts"), source=str(self.db_path))
+
+    # ------------------------------------------------------------------------------------------ outputs
+
+    def write_recommendation(self, rec: dict[str, Any]) -> Path:
+        out = self.path / "recommendation.json"
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(rec, indent=2))
+        tmp.replace(out)
+        return out
+
+
+def list_jobs(workdir: Path) -> list[JobStore]:
+    jobs = Path(workdir) / "jobs"
+    if not jobs.is_dir():
+        return []
+    return [JobStore(p.parent) for p in sorted(jobs.glob("*/runs.sqlite"), key=lambda p: p.stat().st_mtime)]
+
+
+def safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", s)

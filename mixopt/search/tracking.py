@@ -1,0 +1,111 @@
+"""MLflow mirror of a job: a parent run per job, a child run per proxy.
+
+MLflow is for people (UI, comparisons, artifacts); nothing is read back from it to drive the search. Every
+call goes through one `MlflowClient` bound to an explicit tracking URI (no global state), and each run's
+parameters and metrics are sent in one `log_batch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def default_tracking_uri(workdir: Path) -> str:
+    return f"sqlite:///{(Path(workdir) / 'mlflow.db').resolve()}"
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str, artifact_root: Path) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        from mlflow.tracking import MlflowClient
+
+        # Schema migrations of a new store log at INFO through MLflow's own handler; keep the terminal clean.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=artifact_root.resolve().as_uri())
+        else:
+            self.experiment_id = exp.experiment_id
+
+    def start_job(self, job_id: str, spec: dict[str, Any], existing: str | None = None) -> str:
+        from mlflow.entities import Param, RunTag
+
+        if existing is not None:
+            self.client.update_run(existing, status="RUNNING")
+            return existing
+        run = self.client.create_run(self.experiment_id, run_name=job_id,
+                                     tags={"mixopt.job_id": job_id, "mixopt.kind": "job"})
+        flat = _flatten(spec)
+        self.client.log_batch(run.info.run_id, params=[Param(k, _param(v)) for k, v in flat.items()],
+                              tags=[RunTag("mixopt.optimizer", str(spec.get("optimizer", {}).get("name")))])
+        return run.info.run_id
+
+    def start_proxy(self, parent: str, job_id: str, run_id: str, weights: dict[str, float], seed: int,
+                    round_: int, proxy: dict[str, Any]) -> str:
+        from mlflow.entities import Param
+
+        run = self.client.create_run(self.experiment_id, run_name=run_id, tags={
+            "mlflow.parentRunId": parent, "mixopt.job_id": job_id, "mixopt.run_id": run_id,
+            "mixopt.kind": "proxy"})
+        params = [Param(f"w_{d}", f"{w:.6f}") for d, w in weights.items()]
+        params += [Param("seed", str(seed)), Param("round", str(round_))]
+        params += [Param(f"proxy.{k}", _param(v)) for k, v in proxy.items()]
+        self.client.log_batch(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def finish_proxy(self, mlflow_run_id: str, status: str, metrics: dict[str, float],
+                     error: str | None) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        ms = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        tags = [RunTag("mixopt.status", status)] + ([RunTag("mixopt.error", error[-4000:])] if error else [])
+        self.client.log_batch(mlflow_run_id, metrics=ms, tags=tags)
+        self.client.set_terminated(mlflow_run_id, status="FINISHED" if status == "ok" else "FAILED")
+
+    def finish_job(self, parent: str, rec: dict[str, Any] | None, status: str = "FINISHED") -> None:
+        from mlflow.entities import Metric
+
+        if rec is not None:
+            now = int(time.time() * 1000)
+            ms = [Metric(f"rec_w_{d}", float(w), now, 0) for d, w in rec["weights"].items()]
+            if rec.get("predicted") is not None:
+                ms.append(Metric("rec_predicted", float(rec["predicted"]), now, 0))
+            self.client.log_batch(parent, metrics=ms)
+            self.client.log_dict(parent, rec, "recommendation.json")
+        self.client.set_terminated(parent, status=status)
+
+    def proxy_runs(self, parent: str) -> list[Any]:
+        return self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+                                       max_results=50_000)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key not in ("dataset",):
+            out.update(_flatten(v, key + "."))
+        elif key != "dataset":
+            out[key] = v
+    if not prefix and "dataset" in d:
+        out["dataset.name"] = d["dataset"].get("name")
+    return out
+
+
+def _param(v: Any) -> str:
+    s = str(v)
+    return s if len(s) <= 6000 else s[:5997] + "..."

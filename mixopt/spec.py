@@ -1,0 +1,375 @@
+"""Typed specs: the one place where a job's configuration is validated.
+
+Everything a search needs is checked here, at load, before anything runs or anything is written: unknown keys
+are errors (a typo must not silently fall back to a default), mixtures must be on the simplex, optimizer
+settings are validated against the optimizer's own settings model. Errors become one `InputError` line that
+names the file, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import sysconfig
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mixopt.errors import InputError
+
+WEIGHT_TOLERANCE = 1e-3  # |sum(w) - 1| allowed in user-written mixtures before we refuse them
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- datasets
+
+#: Placeholders a dataset glob may use, so the built-in demo corpus works on any Python installation.
+PLACEHOLDERS = ("stdlib", "include", "purelib", "platlib", "data")
+
+
+def expand_placeholders(pattern: str) -> str:
+    paths = sysconfig.get_paths()
+    return pattern.format(**{k: paths[k] for k in PLACEHOLDERS})
+
+
+class SourceSpec(_Strict):
+    """One source of documents for a domain. Exactly one of the fields is set.
+
+    - `glob`: text files; each file is one document.
+    - `docstrings`: Python files; each module, class and function docstring is one document (English prose).
+    - `builtin: pydoc_topics`: the interpreter's bundled documentation topics (English prose).
+    """
+
+    glob: str | None = None
+    docstrings: str | None = None
+    builtin: Literal["pydoc_topics"] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SourceSpec:
+        if sum(v is not None for v in (self.glob, self.docstrings, self.builtin)) != 1:
+            raise ValueError("a source sets exactly one of glob, docstrings, builtin")
+        for pattern in (self.glob, self.docstrings):
+            if pattern is not None:
+                try:
+                    expand_placeholders(pattern)
+                except (KeyError, IndexError, ValueError) as e:
+                    raise ValueError(
+                        f"unknown placeholder in {pattern!r}; known: {', '.join('{'+p+'}' for p in PLACEHOLDERS)}"
+                    ) from e
+        return self
+
+
+class DomainSpec(_Strict):
+    sources: list[SourceSpec] = Field(min_length=1)
+    max_bytes: int | None = Field(default=None, gt=0, description="keep at most this many bytes of text")
+
+
+class DatasetSpec(_Strict):
+    """A corpus split into named domains, and how to turn it into token arrays."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    tokenizer: Literal["byte"] = "byte"
+    val_fraction: float = Field(default=0.05, gt=0, lt=0.5)
+    min_val_tokens: int = Field(default=16_384, gt=0)
+    seed: int = 0
+    domains: dict[str, DomainSpec]
+
+    @field_validator("domains")
+    @classmethod
+    def _domain_names(cls, v: dict[str, DomainSpec]) -> dict[str, DomainSpec]:
+        if len(v) < 2:
+            raise ValueError("a dataset needs at least 2 domains to mix")
+        for name in v:
+            if not name.replace("_", "").isalnum() or not name[0].isalpha():
+                raise ValueError(f"domain name {name!r} must be letters, digits and _, starting with a letter")
+        return v
+
+    def resolved(self, base_dir: Path) -> DatasetSpec:
+        """Make relative globs absolute so the spec can be copied into a job folder and still work."""
+
+        def fix(p: str | None) -> str | None:
+            if p is None or p.startswith("{") or Path(p).is_absolute():
+                return p
+            return str((base_dir / p).resolve())
+
+        domains = {
+            name: d.model_copy(
+                update={"sources": [s.model_copy(update={"glob": fix(s.glob), "docstrings": fix(s.docstrings)})
+                                    for s in d.sources]})
+            for name, d in self.domains.items()
+        }
+        return self.model_copy(update={"domains": domains})
+
+
+# --------------------------------------------------------------------------------------------- proxies
+
+
+class ProxySpec(_Strict):
+    """A small decoder-only LM and its training budget (the fidelity)."""
+
+    name: str = "tiny"
+    kind: Literal["dense"] = "dense"
+    n_layer: int = Field(default=2, ge=1)
+    n_head: int = Field(default=4, ge=1)
+    d_model: int = Field(default=64, ge=8)
+    seq_len: int = Field(default=128, ge=8)
+    batch_size: int = Field(default=16, ge=1)
+    tokens: int = Field(default=300_000, gt=0, description="training tokens per proxy run (the fidelity)")
+    lr: float = Field(default=3e-3, gt=0)
+    warmup_frac: float = Field(default=0.1, ge=0, lt=1)
+    weight_decay: float = Field(default=0.1, ge=0)
+    grad_clip: float = Field(default=1.0, gt=0)
+    eval_windows: int = Field(default=32, ge=1, description="validation windows of seq_len per domain")
+    num_cpus: float = Field(default=1, gt=0, description="Ray CPUs per proxy task; also torch threads")
+    num_gpus: float = Field(default=0, ge=0, description="Ray GPUs per proxy task (fractions share a GPU)")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ProxySpec:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
+        if self.steps < 1:
+            raise ValueError("tokens must cover at least one batch (batch_size × seq_len)")
+        return self
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // (self.batch_size * self.seq_len)
+
+
+# --------------------------------------------------------------------------------------------- objective
+
+
+class ObjectiveSpec(_Strict):
+    """What to minimise: one metric column, or a (weighted) mean of several.
+
+    `metrics: null` means the mean of every `loss_<domain>` column, the usual "average validation loss".
+    """
+
+    metrics: list[str] | None = None
+    weights: list[float] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"metrics": [v]}
+        return v
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> ObjectiveSpec:
+        if self.weights is not None:
+            if self.metrics is None or len(self.weights) != len(self.metrics):
+                raise ValueError("objective.weights needs one weight per entry of objective.metrics")
+            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise ValueError("objective.weights must be non-negative with a positive sum")
+        for m in self.metrics or []:
+            if not m.startswith("loss_"):
+                raise ValueError(f"objective metric {m!r} must be a loss_<domain> column (lower is better)")
+        return self
+
+    def describe(self) -> str:
+        if self.metrics is None:
+            return "mean(loss_*)"
+        if len(self.metrics) == 1:
+            return self.metrics[0]
+        if self.weights is None:
+            return f"mean({', '.join(self.metrics)})"
+        return " + ".join(f"{w:g}·{m}" for w, m in zip(self.weights, self.metrics, strict=True))
+
+
+class TargetSpec(_Strict):
+    """The full-scale run the recommendation is for (used to report epochs per domain, caps later)."""
+
+    kind: Literal["dense", "moe"] = "dense"
+    params: float | None = Field(default=None, gt=0)
+    tokens: float | None = Field(default=None, gt=0)
+
+
+# --------------------------------------------------------------------------------------------- search
+
+
+class OptimizerSpec(BaseModel):
+    """`name` picks the optimizer; every other key is validated by that optimizer's `Settings` model."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    @model_validator(mode="after")
+    def _known_and_valid(self) -> OptimizerSpec:
+        from mixopt.optimizers import optimizer_class
+
+        cls = optimizer_class(self.name)  # raises ValueError naming the known optimizers
+        try:
+            cls.Settings.model_validate(self.settings)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            allowed = ", ".join(sorted(cls.Settings.model_fields)) or "none"
+            if err["type"] == "extra_forbidden":
+                raise ValueError(f"{self.name} has no setting {key!r}; its settings are: {allowed}") from None
+            raise ValueError(f"setting {key!r} of {self.name}: {err['msg']}") from None
+        return self
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class BudgetSpec(_Strict):
+    runs: int = Field(default=16, ge=1, description="proxy runs in total (successful or failed)")
+
+
+class SearchSpec(_Strict):
+    """A whole search job. `dataset` and `proxy` may be paths (relative to this file) or inline specs."""
+
+    name: str = Field(default="search", pattern=r"^[A-Za-z0-9_.-]+$")
+    dataset: DatasetSpec
+    proxy: ProxySpec = ProxySpec()
+    optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(name="random"))
+    objective: ObjectiveSpec = ObjectiveSpec()
+    target: TargetSpec | None = None
+    budget: BudgetSpec = BudgetSpec()
+    include_mixtures: list[dict[str, float]] = Field(
+        default_factory=list, description="mixtures to train first (e.g. your current default mixture)")
+    seed: int = 0
+    parallelism: int = Field(default=2, ge=1, description="proxy runs in flight at once (one round)")
+    workdir: str | None = None
+    tracking_uri: str | None = None
+    ray_address: str | None = None
+
+    @model_validator(mode="after")
+    def _check_mixtures(self) -> SearchSpec:
+        domains = list(self.dataset.domains)
+        for i, mix in enumerate(self.include_mixtures):
+            check_mixture(mix, domains, where=f"include_mixtures[{i}]")
+        for m in self.objective.metrics or []:
+            if m.removeprefix("loss_") not in domains:
+                raise ValueError(f"objective metric {m!r} names no domain of the dataset; domains: {domains}")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SearchSpec:
+        path = Path(path)
+        raw = _read_yaml(path)
+        base = path.parent
+        for key, loader in (("dataset", _load_dataset), ("proxy", _load_proxy)):
+            if isinstance(raw.get(key), str):
+                ref = (base / raw[key]).resolve()
+                raw[key] = loader(ref)
+            elif key == "dataset" and isinstance(raw.get(key), dict):
+                raw[key] = _validate(DatasetSpec, raw[key], path, prefix="dataset").resolved(base)
+        return _validate(cls, raw, path)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def check_mixture(mix: dict[str, float], domains: list[str], where: str) -> None:
+    """Refuse a user-written mixture that is off the simplex or names unknown domains."""
+    unknown = sorted(set(mix) - set(domains))
+    if unknown:
+        raise ValueError(f"{where}: unknown domain(s) {unknown}; the dataset has {domains}")
+    vals = list(mix.values())
+    if any((not math.isfinite(v)) or v < 0 for v in vals):
+        raise ValueError(f"{where}: weights must be finite and non-negative")
+    total = sum(vals)
+    if abs(total - 1.0) > WEIGHT_TOLERANCE:
+        raise ValueError(f"{where}: weights sum to {total:.6g}, not 1; rescale them so they sum to 1")
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(str(path), "file not found", "check the path (relative paths start from the current "
+                         "directory, or from the spec file for references inside a spec)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise InputError(str(path), f"not valid YAML{line}: {getattr(e, 'problem', e)}",
+                         "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise InputError(str(path), "expected a mapping of keys at the top level", "see search/demo.yaml")
+    return data
+
+
+def _load_dataset(path: Path) -> DatasetSpec:
+    return _validate(DatasetSpec, _read_yaml(path), path).resolved(path.parent)
+
+
+def _load_proxy(path: Path) -> ProxySpec:
+    return _validate(ProxySpec, _read_yaml(path), path)
+
+
+def load_dataset(path: str | Path) -> DatasetSpec:
+    return _load_dataset(Path(path))
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], path: Path, prefix: str = "") -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise validation_to_input_error(e, str(path), model, prefix) from None
+
+
+def validation_to_input_error(e: ValidationError, where: str, model: type[BaseModel] | None = None,
+                              prefix: str = "") -> InputError:
+    """Turn pydantic's report into one line: the first problem, its dotted field path and a fix."""
+    err = e.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    field = ".".join(([prefix] if prefix else []) + loc) or "(top level)"
+    kind = err["type"]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    fix: str | None
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1]) if model else None
+        msg = "unknown key"
+        fix = "remove it or correct its spelling" + (f" (allowed here: {', '.join(allowed)})" if allowed else "")
+    elif kind == "missing":
+        msg = "required key is missing"
+        fix = "add it"
+    elif "optimizer" in msg and "unknown" in msg:
+        fix = "use `mixopt optimizers` to list them"
+    else:
+        fix = "correct the value"
+    more = len(e.errors()) - 1
+    if more:
+        msg += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return InputError(f"{where}: {field}", msg, fix)
+
+
+def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str] | None:
+    """Walk the model along `loc` to list the keys allowed where an unknown key was found."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        if part in current.model_fields:
+            ann = current.model_fields[part].annotation
+            current = _model_in(ann)
+        elif part.isdigit() or current is None:
+            continue
+        else:  # a dict key (domain name): descend into the dict's value type
+            continue
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return None
+
+
+def _model_in(ann: Any) -> Any:
+    import typing
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
