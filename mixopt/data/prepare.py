@@ -79,7 +79,7 @@ def prepare(spec: DatasetSpec, root: str | Path, on_domain: Callable[[str, int, 
     try:
         index = {"name": spec.name, "tokenizer": spec.tokenizer, "vocab_size": VOCAB_SIZE, "eos": EOS,
                  "domains": {}}
-        for i, (name, dom) in enumerate(spec.domains.items()):
+        for i, name in enumerate(spec.domains):
             index["domains"][name] = _prepare_domain(spec, name, tmp)
             if on_domain:
                 on_domain(name, i + 1, len(spec.domains))
@@ -124,7 +124,8 @@ def _prepare_domain(spec: DatasetSpec, name: str, out: Path) -> dict:
     for split, arr in arrays.items():
         if len(arr) < MIN_DOMAIN_TOKENS:
             raise InputError(f"dataset {spec.name}: domains.{name}",
-                             f"only {len(arr)} {split} tokens after de-duplication (need ≥ {MIN_DOMAIN_TOKENS})",
+                             f"only {len(arr)} {split} tokens from {len(train) + len(val)} distinct documents "
+                             f"(the {split} split needs ≥ {MIN_DOMAIN_TOKENS}; validation is split by document)",
                              "add documents to this domain or merge it into another")
         np.save(out / f"{name}.{split}.npy", arr)
     return {"train_tokens": int(len(arrays["train"])), "val_tokens": int(len(arrays["val"])),

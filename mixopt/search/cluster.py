@@ -24,8 +24,9 @@ def connect(address: str | None = None) -> bool:
 
     if ray.is_initialized():
         return False
+    extra = {} if address else {"_node_ip_address": "127.0.0.1"}  # a local cluster stays on loopback
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-             log_to_driver=False, configure_logging=True)
+             log_to_driver=False, configure_logging=True, **extra)
     return True
 
 

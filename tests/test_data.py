@@ -1,0 +1,65 @@
+"""The demo corpus, its preparation, and the mixture sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import chisquare
+
+from mixopt.data import MixtureSampler, prepare, validation_windows
+from mixopt.data.prepare import EOS
+from mixopt.errors import InputError
+from mixopt.spec import DatasetSpec
+
+
+def test_demo_corpus_has_four_real_domains(prepared):
+    assert prepared.domains == ["python", "c_headers", "prose", "licenses"]
+    counts = prepared.token_counts
+    assert all(c > 200_000 for c in counts.values()), counts
+    train = prepared.load("train")
+    text = {d: bytes(np.asarray(a[:20000])[np.asarray(a[:20000]) < 256].astype(np.uint8)).decode("utf-8", "replace")
+            for d, a in train.items()}
+    assert "def " in text["python"] and "#define" in text["c_headers"] or "#ifndef" in text["c_headers"]
+    assert "licen" in text["licenses"].lower() and " the " in text["prose"]
+    for d in prepared.domains:
+        assert (train[d] == EOS).sum() >= 1
+        assert prepared.index["domains"][d]["val_tokens"] >= 16384
+
+
+def test_prepare_is_idempotent(prepared, demo_dataset, workdir):
+    before = {p.name: p.stat().st_mtime_ns for p in prepared.path.iterdir()}
+    again = prepare(demo_dataset, workdir / "data")
+    assert again.path == prepared.path
+    assert {p.name: p.stat().st_mtime_ns for p in again.path.iterdir()} == before
+
+
+def test_tiny_domain_is_refused_and_nothing_half_written(tmp_path):
+    for i in range(12):
+        (tmp_path / f"a{i}.txt").write_text(f"document {i}: " + "hello world " * 1000)
+    (tmp_path / "b.txt").write_text("tiny")
+    spec = DatasetSpec.model_validate({"name": "x", "min_val_tokens": 4096, "domains": {
+        "big": {"sources": [{"glob": str(tmp_path / "a*.txt")}]},
+        "small": {"sources": [{"glob": str(tmp_path / "b.txt")}]}}})
+    with pytest.raises(InputError, match="domains.small"):
+        prepare(spec, tmp_path / "data")
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_sampler_follows_the_mixture_and_skips_zero_weights(prepared):
+    train = prepared.load("train")
+    w = {"python": 0.5, "c_headers": 0.3, "prose": 0.2, "licenses": 0.0}
+    s = MixtureSampler(train, w, seq_len=16, batch_size=50, seed=0)
+    for _ in range(40):
+        x, y = s.batch()
+    assert x.shape == (50, 16) and (x[:, 1:] == y[:, :-1]).all()
+    assert "licenses" not in s.tokens_read
+    seen = np.array([s.tokens_read[d] / 16 for d in ("python", "c_headers", "prose")])
+    assert chisquare(seen, seen.sum() * np.array([0.5, 0.3, 0.2])).pvalue > 0.01
+    s2 = MixtureSampler(train, w, seq_len=16, batch_size=50, seed=0)
+    assert (s2.batch()[0] == MixtureSampler(train, w, 16, 50, 0).batch()[0]).all()
+
+
+def test_validation_windows_are_fixed(prepared):
+    val = prepared.load("val")["prose"]
+    a, b = validation_windows(val, 64, 8), validation_windows(val, 64, 8)
+    assert a.shape == (8, 65) and (a == b).all()

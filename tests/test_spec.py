@@ -1,0 +1,90 @@
+"""Spec validation: every bad input is one line naming the file, the field and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mixopt.errors import InputError
+from mixopt.spec import ObjectiveSpec, SearchSpec
+from tests.conftest import ROOT, run_cli
+
+
+def write(tmp: Path, data: dict, name: str = "spec.yaml") -> Path:
+    p = tmp / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def base() -> dict:
+    return {"name": "t", "dataset": str(ROOT / "datasets" / "demo.yaml"), "optimizer": {"name": "random"}}
+
+
+def test_demo_spec_loads_and_inlines_references():
+    spec = SearchSpec.from_yaml(ROOT / "search" / "demo.yaml")
+    assert list(spec.dataset.domains) == ["python", "c_headers", "prose", "licenses"]
+    assert spec.optimizer.name == "regmix" and spec.budget.runs >= 16
+    again = SearchSpec.model_validate(yaml.safe_load(spec.to_yaml()))
+    assert again == spec  # the copy stored in a job folder is self-contained
+
+
+@pytest.mark.parametrize("patch, field, words", [
+    ({"budgett": {"runs": 3}}, "budgett", "unknown key"),
+    ({"proxy": {"n_layers": 2}}, "proxy.n_layers", "n_layer"),
+    ({"optimizer": {"name": "regmix", "top_kk": 5}}, "optimizer", "top_kk"),
+    ({"optimizer": {"name": "regmixx"}}, "optimizer", "known optimizers"),
+    ({"include_mixtures": [{"python": 0.5, "prose": 0.4}]}, "include_mixtures", "sum to 0.9"),
+    ({"include_mixtures": [{"python": 0.5, "rust": 0.5}]}, "include_mixtures", "unknown domain"),
+    ({"objective": {"metrics": ["loss_rust"]}}, "objective", "names no domain"),
+    ({"proxy": {"d_model": 30, "n_head": 4}}, "proxy", "multiple of n_head"),
+])
+def test_bad_spec_names_file_field_and_fix(tmp_path, patch, field, words):
+    path = write(tmp_path, {**base(), **patch})
+    with pytest.raises(InputError) as e:
+        SearchSpec.from_yaml(path)
+    msg = str(e.value)
+    assert str(path) in msg and field in msg and words in msg and "fix:" in msg
+    assert "\n" not in msg
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        SearchSpec.from_yaml(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        SearchSpec.from_yaml(bad)
+    ref = write(tmp_path, {**base(), "dataset": "missing.yaml"})
+    with pytest.raises(InputError, match="missing.yaml: file not found"):
+        SearchSpec.from_yaml(ref)
+
+
+def test_objective_shorthand_and_description():
+    assert ObjectiveSpec.model_validate("loss_prose").metrics == ["loss_prose"]
+    assert ObjectiveSpec().describe() == "mean(loss_*)"
+    with pytest.raises(ValueError):
+        ObjectiveSpec(metrics=["loss_a", "loss_b"], weights=[1.0])
+
+
+@pytest.mark.parametrize("patch", [
+    {"budgett": 3},
+    {"include_mixtures": [{"python": 0.7, "prose": 0.7}]},
+    {"optimizer": {"name": "nope"}},
+])
+def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, patch):
+    path = write(tmp_path, {**base(), **patch})
+    wd = tmp_path / "wd"
+    res = run_cli("submit", str(path), "--workdir", str(wd))
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(path) in lines[0], res.stderr
+    assert not (wd / "jobs").exists()
+
+
+def test_cli_missing_spec_and_unknown_job(tmp_path):
+    res = run_cli("submit", str(tmp_path / "absent.yaml"), "--workdir", str(tmp_path))
+    assert res.returncode == 2 and "file not found" in res.stderr
+    res = run_cli("runs", "no-such-job", "--workdir", str(tmp_path))
+    assert res.returncode == 2 and "no-such-job" in res.stderr
