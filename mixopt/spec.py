@@ -335,6 +335,8 @@ def validation_to_input_error(e: ValidationError, where: str, model: type[BaseMo
     elif kind == "missing":
         msg = "required key is missing"
         fix = "add it"
+    elif "has no setting" in msg:
+        fix = "remove it or correct its spelling"
     elif "optimizer" in msg and "unknown" in msg:
         fix = "use `mixopt optimizers` to list them"
     else:
