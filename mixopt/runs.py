@@ -144,6 +144,8 @@ class RunTable:
 
     def usable(self, spec: ObjectiveSpec | str | None = None) -> tuple[RunTable, np.ndarray]:
         """Runs a predictor may learn from: status ok and a finite objective. Failed runs never get in."""
+        if not (self.df["status"] == "ok").any():  # e.g. every proxy diverged: there may be no loss columns
+            return self._subset(np.zeros(len(self.df), dtype=bool)), np.zeros(0)
         y = self.objective(spec)
         mask = (self.df["status"] == "ok").to_numpy() & np.isfinite(y)
         sub = self._subset(mask)

@@ -30,12 +30,20 @@ def mlflow_children(workdir: Path, store: JobStore, experiment: str = "tiny") ->
     return {r.data.tags["mixopt.run_id"]: r for r in runs}
 
 
-def test_tiny_search_end_to_end(tmp_path, workdir):
-    spec = SearchSpec.from_yaml(tiny_spec_yaml(tmp_path, runs=4, parallelism=2,
+@pytest.fixture(scope="module")
+def tiny_job(tmp_path_factory, workdir):
+    """One real search (4 proxies through Ray, MLflow store in the workdir) shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    spec = SearchSpec.from_yaml(tiny_spec_yaml(tmp, runs=4, parallelism=2,
                                                extra="include_mixtures:\n  - {python: 1.0}\n"))
     events = []
     search = Search(spec, workdir=workdir, on_event=lambda e, d: events.append((e, d)))
     rec = search.run()
+    return search, rec, events
+
+
+def test_tiny_search_end_to_end(tiny_job, workdir):
+    search, rec, events = tiny_job
     store = search.store
     table = store.run_table()
     assert len(table) == 4 and set(table.df["status"]) == {"ok"}
@@ -121,11 +129,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_runs_command_and_mlflow_ui_show_the_same_runs(tmp_path, workdir):
-    res = run_cli("runs", "--workdir", str(workdir), "--format", "json")
+def test_runs_command_and_mlflow_ui_show_the_same_runs(tiny_job, workdir):
+    job = tiny_job[0].store
+    res = run_cli("runs", job.job_id, "--workdir", str(workdir), "--format", "json")
     assert res.returncode == 0, res.stderr
     rows = json.loads(res.stdout)
-    assert rows, "test_tiny_search_end_to_end leaves a job in the session workdir"
+    assert len(rows) == 4
     port = _free_port()
     ui = subprocess.Popen([sys.executable, "-m", "mixopt.cli", "ui", "--workdir", str(workdir), "--port",
                            str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -145,7 +154,6 @@ def test_runs_command_and_mlflow_ui_show_the_same_runs(tmp_path, workdir):
         exps = json.loads(urllib.request.urlopen(base + "/api/2.0/mlflow/experiments/search?max_results=100",
                                                  timeout=10).read())
         exp_id = next(e["experiment_id"] for e in exps["experiments"] if e["name"] == "tiny")
-        job = JobStore.open(workdir, None)
         body = json.dumps({"experiment_ids": [exp_id], "max_results": 1000,
                            "filter": f"tags.mlflow.parentRunId = '{job.get_meta('mlflow_parent_run_id')}'"})
         req = urllib.request.Request(base + "/api/2.0/mlflow/runs/search", data=body.encode(),
@@ -167,3 +175,35 @@ def test_demo_spec_is_under_budget_shape():
     spec = SearchSpec.from_yaml(ROOT / "search" / "demo.yaml")
     # 24 runs × ~11 s ÷ 2 in parallel ≈ 2–3 minutes here; the issue asks for ≥ 16 runs in < 10 minutes.
     assert spec.budget.runs >= 16 and spec.parallelism == 2 and spec.proxy.tokens <= 1_000_000
+
+
+def test_diverged_proxies_are_failed_runs_and_never_fed_to_a_predictor(tmp_path, workdir):
+    from mixopt.errors import InputError
+
+    path = tiny_spec_yaml(tmp_path, runs=2, optimizer="random")
+    text = path.read_text().replace("  eval_windows: 4\n", "  eval_windows: 4\n  lr: 1.0e12\n"
+                                    "  warmup_frac: 0.0\n  grad_clip: 1.0e30\n")
+    path.write_text(text.replace("name: tiny\n", "name: diverge\n", 1))
+    search = Search(SearchSpec.from_yaml(path), workdir=workdir)
+    with pytest.raises(InputError, match="at least one successful run"):
+        search.run()
+    table = search.store.run_table()
+    assert list(table.df["status"]) == ["failed", "failed"]
+    assert all("diverged" in e for e in table.df["error"])
+    assert not table.loss_columns  # no numbers from a diverged run are kept
+    assert search.store.get_meta("state") == "no-recommendation"
+    children = mlflow_children(workdir, search.store, experiment="diverge")
+    assert {c.info.status for c in children.values()} == {"FAILED"}
+    assert all("diverged" in c.data.tags["mixopt.error"] for c in children.values())
+
+
+def test_status_and_recommend_commands(tiny_job, workdir):
+    res = run_cli("status", "--workdir", str(workdir))
+    assert res.returncode == 0 and "tiny-" in res.stdout and "done" in res.stdout, res.stdout + res.stderr
+    job = tiny_job[0].store
+    res = run_cli("recommend", job.job_id, "--workdir", str(workdir), "--optimizer", "random", "--json")
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(res.stdout)
+    assert rec["method"] == "random" and abs(sum(rec["weights"].values()) - 1) < 1e-9
+    res = run_cli("recommend", job.job_id, "--workdir", str(workdir), "--optimizer", "nope")
+    assert res.returncode == 2 and "--optimizer" in res.stderr

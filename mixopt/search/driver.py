@@ -97,7 +97,15 @@ class Search:
         started_ray = cluster.connect(self.ray_address)
         try:
             self._loop(data, tracker, parent)
-            rec = self.recommend()
+            try:
+                rec = self.recommend()
+            except InputError:  # e.g. every proxy failed: the runs are recorded, there is nothing to recommend
+                store.set_meta("state", "no-recommendation")
+                if tracker is not None and parent:
+                    self._safe(tracker.finish_job, parent, None, "FAILED")
+                raise
+        except InputError:
+            raise
         except BaseException:
             store.set_meta("state", "interrupted")
             if tracker is not None and parent:
