@@ -230,6 +230,52 @@ def recommend(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
         _print_recommendation(rec, path)
 
 
+@app.command("recommend-table")
+def recommend_table(
+    runs_file: Annotated[Path, typer.Argument(help="CSV or Parquet with w_<domain> and loss_<domain> columns.")],
+    optimizer: Annotated[str, typer.Option(help="Optimizer to recommend with.")] = "regmix",
+    objective: Annotated[list[str] | None, typer.Option(help="Loss column to minimise; repeat for their mean. "
+                                                        "Default: the mean of every loss_ column.")] = None,
+    token_counts: Annotated[Path | None, typer.Option(help="YAML/JSON mapping domain -> tokens (gives the "
+                                                      "prior and the repetition caps).")] = None,
+    setting: Annotated[list[str] | None, typer.Option("--set", "-s", help="Optimizer setting KEY=VALUE (YAML "
+                                                      "value), e.g. -s predictor=gp -s n_candidates=100000.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulation.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Recommend a mixture from runs you already have — no search, no proxies (e.g. RegMix's released runs)."""
+    import yaml
+
+    from mixopt.optimizers import get_optimizer
+    from mixopt.runs import RunTable
+    from mixopt.spec import ObjectiveSpec
+
+    counts = None
+    if token_counts is not None:
+        if not token_counts.is_file():
+            raise InputError(str(token_counts), "file not found", "check the path")
+        counts = yaml.safe_load(token_counts.read_text())
+        if not isinstance(counts, dict):
+            raise InputError(str(token_counts), "expected a mapping domain: tokens", "write one line per domain")
+    table = RunTable.from_file(runs_file, token_counts=counts)
+    settings: dict[str, Any] = {}
+    for item in setting or []:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise InputError(f"--set {item}", "expected KEY=VALUE", "e.g. --set predictor=gp")
+        settings[key.strip()] = yaml.safe_load(value)
+    obj = ObjectiveSpec(metrics=list(objective)) if objective else ObjectiveSpec()
+    try:
+        opt = get_optimizer(optimizer, seed=seed, objective=obj, **settings)
+    except ValueError as e:
+        raise InputError("--set / --optimizer", str(e), "see `mixopt optimizers`") from None
+    rec = opt.recommend(table).to_dict()
+    if as_json:
+        sys.stdout.write(json.dumps(rec, indent=2) + "\n")
+    else:
+        _print_recommendation(rec, None)
+
+
 def _print_recommendation(rec: dict[str, Any], path: Path | None) -> None:
     t = Table(title=f"recommended mixture ({rec['method']}, objective {rec['objective']})")
     t.add_column("domain")

@@ -139,8 +139,9 @@ class RunTable:
                              f"choose from {', '.join(self.loss_columns) or '(no loss columns)'}")
         vals = self.df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float, copy=True)
         vals[~np.isfinite(vals)] = np.nan
-        w = np.ones(len(cols)) if spec.weights is None else np.asarray(spec.weights, dtype=float)
-        return vals @ (w / w.sum())
+        if spec.weights is None:
+            return vals.mean(axis=1)
+        return vals @ np.asarray(spec.weights, dtype=float)  # a weighted sum, as written
 
     def usable(self, spec: ObjectiveSpec | str | None = None) -> tuple[RunTable, np.ndarray]:
         """Runs a predictor may learn from: status ok and a finite objective. Failed runs never get in."""

@@ -144,9 +144,10 @@ class ProxySpec(_Strict):
 
 
 class ObjectiveSpec(_Strict):
-    """What to minimise: one metric column, or a (weighted) mean of several.
+    """What to minimise: one metric column, the mean of several, or a weighted sum of several.
 
-    `metrics: null` means the mean of every `loss_<domain>` column, the usual "average validation loss".
+    `metrics: null` means the mean of every `loss_<domain>` column, the usual "average validation loss";
+    `weights` (one per metric) make it the weighted sum Σ weight·metric (e.g. token shares of validation sets).
     """
 
     metrics: list[str] | None = None
@@ -201,17 +202,10 @@ class OptimizerSpec(BaseModel):
     @model_validator(mode="after")
     def _known_and_valid(self) -> OptimizerSpec:
         from mixopt.optimizers import optimizer_class
+        from mixopt.optimizers.base import validate_settings
 
         cls = optimizer_class(self.name)  # raises ValueError naming the known optimizers
-        try:
-            cls.Settings.model_validate(self.settings)
-        except ValidationError as e:
-            err = e.errors()[0]
-            key = ".".join(str(p) for p in err["loc"])
-            allowed = ", ".join(sorted(cls.Settings.model_fields)) or "none"
-            if err["type"] == "extra_forbidden":
-                raise ValueError(f"{self.name} has no setting {key!r}; its settings are: {allowed}") from None
-            raise ValueError(f"setting {key!r} of {self.name}: {err['msg']}") from None
+        validate_settings(self.name, cls.Settings, self.settings)
         return self
 
     @property

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mixopt.runs import RunTable
 from mixopt.spec import ObjectiveSpec, TargetSpec
@@ -37,6 +37,7 @@ class Recommendation:
     settings: dict[str, Any] = field(default_factory=dict)
     runs_used: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)  # method-specific, machine-readable extras
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,7 +71,7 @@ class OptimizerBase:
         self.objective = (objective if isinstance(objective, ObjectiveSpec)
                           else ObjectiveSpec.model_validate(objective) if objective is not None
                           else ObjectiveSpec())
-        self.settings = self.Settings.model_validate(settings)
+        self.settings = validate_settings(self.name, self.Settings, settings)
 
     def rng(self, history: RunTable, salt: str = "") -> np.random.Generator:
         key = f"{self.name}|{self.seed}|{len(history)}|{salt}".encode()
@@ -85,6 +86,19 @@ class OptimizerBase:
         return Recommendation(weights={d: float(x) for d, x in zip(history.domains, w, strict=True)},
                               method=self.name, objective=self.objective.describe(),
                               settings=self.describe_settings(), **kw)
+
+
+def validate_settings(name: str, model: type[BaseModel], settings: dict[str, Any]) -> Any:
+    """Validate an optimizer's settings; the error is one sentence naming the setting and the allowed ones."""
+    try:
+        return model.model_validate(settings)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        allowed = ", ".join(sorted(model.model_fields)) or "none"
+        if err["type"] == "extra_forbidden":
+            raise ValueError(f"{name} has no setting {key!r}; its settings are: {allowed}") from None
+        raise ValueError(f"setting {key!r} of {name}: {err['msg']}") from None
 
 
 def mixture_dict(domains: list[str], w: np.ndarray) -> dict[str, float]:
