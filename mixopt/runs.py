@@ -153,6 +153,10 @@ class RunTable:
         dropped = int((self.df["status"] == "ok").sum() - mask.sum())
         if dropped:
             sub.notes.append(f"{dropped} run(s) with status ok but a missing or non-finite objective excluded")
+        if len(sub):
+            dup = len(sub) - len(np.unique(np.round(sub.weights, 9), axis=0))
+            if dup:
+                sub.notes.append(f"{dup} run(s) repeat an earlier mixture; kept (repeats average out seed noise)")
         return sub, y[mask]
 
     def run_ids(self) -> list[str]:

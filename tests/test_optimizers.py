@@ -73,7 +73,7 @@ def test_repetition_caps():
 
 def test_regmix_finds_the_known_optimum_deterministically():
     hist = synthetic_history(200)
-    opt = get_optimizer("regmix", seed=0, objective="loss_a", n_candidates=50_000)
+    opt = get_optimizer("regmix", seed=0, objective="loss_a", n_candidates=50_000, n_bootstrap=2)
     r1, r2 = opt.recommend(hist), opt.recommend(hist)
     assert r1.weights == r2.weights
     w = np.array(list(r1.weights.values()))
@@ -85,7 +85,7 @@ def test_regmix_finds_the_known_optimum_deterministically():
 
 def test_regmix_on_released_runs_puts_pile_cc_first():
     rec = mixopt.recommend(need_regmix(), optimizer="regmix", objective="loss_pile_cc", seed=42,
-                           n_candidates=20_000)
+                           n_candidates=20_000, predictor="lightgbm", n_bootstrap=0)
     assert max(rec.weights, key=rec.weights.get) == "pile_cc" and rec.weights["pile_cc"] > 0.6
     assert abs(sum(rec.weights.values()) - 1) < 1e-9
 

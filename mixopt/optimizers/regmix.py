@@ -2,7 +2,8 @@
 
 propose: RegMix's Dirichlet generator around the tempered token prior, under the per-domain repetition caps
 (non-adaptive, as in the paper; METHODS.md §1a).
-recommend: fit the predictor (LightGBM with RegMix's settings by default) on the successful runs, score
+recommend: fit the predictor (the mean of LightGBM with RegMix's settings and a GP on sqrt-weights by default;
+`predictor: lightgbm` is the paper's exact recipe) on the successful runs, score
 `n_candidates` mixtures drawn from Dirichlet(prior · `candidate_strength`) in chunks, keep only those within
 the caps, and return the mean of the `top_k` lowest predictions (§1c–d). The caps are linear constraints, so
 the mean of feasible candidates is feasible too — the paper's simulation ignored them (§1f).
@@ -24,7 +25,9 @@ from mixopt.spec import TargetSpec
 
 
 class RegMixSettings(SamplerSettings):
-    predictor: Literal["lightgbm", "linear", "gp", "ensemble"] = "lightgbm"
+    predictor: Literal["lightgbm", "linear", "gp", "ensemble"] = Field(
+        default="ensemble", description="ensemble = mean of lightgbm and gp (best ρ on RegMix's runs, see "
+        "benchmarks/regmix_pile.py); lightgbm = the paper's predictor")
     n_candidates: int = Field(default=1_000_000, ge=1, description="simulated mixtures scored by the predictor")
     top_k: int = Field(default=128, ge=1, description="mean of the k best-predicted candidates")
     candidate_strength: float = Field(default=1.0, gt=0, description="Dirichlet(prior·strength) candidates")
@@ -128,9 +131,11 @@ class RegMix(OptimizerBase):
                          "top_k_predicted": [float(top_y.min()), float(top_y.max())]}
         if caps is not None:
             details["caps"] = mixture_dict(history.domains, caps)
-            hit = [d for d, wi, c in zip(history.domains, w, caps, strict=True) if c < 1 and wi > c - 1e-3]
+            # A cap binds when most of the top-k press against it: the predictor wanted more of that domain.
+            pressed = (top_w >= 0.75 * caps[None, :]).mean(axis=0)
+            hit = [d for d, f, c in zip(history.domains, pressed, caps, strict=True) if c < 1 and f >= 0.5]
             if hit:
-                notes.append(f"at the repetition cap ({s.max_epochs:g} epochs): {', '.join(hit)}")
+                notes.append(f"the repetition cap ({s.max_epochs:g} epochs) binds for: {', '.join(hit)}")
         return self._recommendation(w, history, predicted=predicted, uncertainty=uncertainty,
                                     runs_used=ok.run_ids(), notes=notes, details=details)
 
