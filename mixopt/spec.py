@@ -118,6 +118,7 @@ class ClusterInfo(_Strict):
 
     documents: int
     bytes: int
+    origins: dict[str, int] = Field(default_factory=dict, description="documents per domain of the input")
     top_terms: list[str] = Field(default_factory=list)
     examples: list[str] = Field(default_factory=list)
 

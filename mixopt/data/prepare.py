@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -278,6 +278,20 @@ def _split(spec: DatasetSpec, d: _Domain) -> None:
         d.val.append(k)
         val_bytes += d.docs[k][1]
     d.train = sorted(train)
+
+
+def kept_documents(spec: DatasetSpec, tmp: Path, on_progress: ProgressFn | None = None
+                   ) -> Iterator[tuple[str, bytes, bool]]:
+    """`(domain, data, is_tokens)` for every document prepare would keep (de-duplicated, capped), in the order
+    prepare stores them: train then validation. `tmp` holds the spool files while it runs."""
+    for name in spec.domains:
+        d = _collect(spec, name, tmp, on_progress)
+        _split(spec, d)
+        with open(d.spool, "rb") as f:
+            for k in (*d.train, *d.val):
+                data, is_tokens = d.read(f, k)
+                yield name, data, is_tokens
+        d.spool.unlink()
 
 
 def _tokenizer(spec: DatasetSpec, doms: list[_Domain], tmp: Path) -> Tokenizer:
