@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 FORMAT = 2
 EOS = 256  # the byte tokenizer's end-of-document id (kept for callers of the first format)
 VOCAB_SIZE = 257
-MIN_DOMAIN_TOKENS = 4096
+MIN_DOMAIN_TOKENS = 4096  # training tokens a domain needs at least
+MIN_VAL_TOKENS = 256  # validation tokens (a few windows); min_val_tokens asks for more, in bytes of text
 ENCODE_CHUNK_BYTES = 4 << 20  # documents handed to the tokenizer at once
 
 #: on_progress(domain, phase, done, total): phase is "read" (documents so far, total None) or "tokenize"
@@ -271,7 +272,8 @@ def _split(spec: DatasetSpec, d: _Domain) -> None:
     bucket = {k: int(hashlib.sha1(salt + k.encode()).hexdigest()[:8], 16) / 2**32 for k in keys}
     d.val = [k for k in keys if bucket[k] < frac]
     train = sorted((k for k in keys if bucket[k] >= frac), key=lambda k: bucket[k])
-    # Small domains: move documents to validation until it can give stable per-domain losses.
+    # Small domains: move documents to validation until it can give stable per-domain losses (counted in bytes:
+    # the tokenizer may not exist yet, and bytes bound tokens from above for every tokenizer here).
     val_bytes = sum(d.docs[k][1] for k in d.val)
     while val_bytes < spec.min_val_tokens and len(train) > 1:
         k = train.pop(0)
@@ -352,11 +354,12 @@ def _write_domain(spec: DatasetSpec, d: _Domain, tok: Tokenizer, tmp: Path, on_p
                         on_progress(d.name, "tokenize", done, total)
                 out.seek(0)
                 _npy_header(out, dtype, n)
-            if n < MIN_DOMAIN_TOKENS:
+            need = MIN_DOMAIN_TOKENS if split == "train" else MIN_VAL_TOKENS
+            if n < need:
                 files = ", ".join(f"{s.kind}: {s.target}" for s in spec.domains[d.name].sources)
                 raise InputError(f"{_where(spec, d.name)} ({files})",
                                  f"only {n} {split} tokens from {len(d.train) + len(d.val)} distinct documents "
-                                 f"(the {split} split needs ≥ {MIN_DOMAIN_TOKENS}; validation is split by "
+                                 f"(the {split} split needs ≥ {need}; validation is split by "
                                  "document)", "add documents to this domain or merge it into another")
             info[f"{split}_tokens"] = n
             info[f"{split}_docs"] = len(keys)

@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -142,27 +143,35 @@ def _jsonl(path: Path, source: SourceSpec, where: str) -> Iterator[tuple[str, Do
         f = opener(path, "rb")
     except OSError as e:
         raise InputError(where, f"unreadable file ({e.strerror})", "fix its permissions or leave it out") from None
-    with f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            line = _decode(raw, source, where, f" line {n}")
-            if line is None:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(where, f"line {n}: not valid JSON ({e.msg})",
-                                 "fix the line; JSON Lines holds one JSON object per line") from None
-            keys = sorted(record) if isinstance(record, dict) else []
-            try:
-                value = _field(record, field)
-            except KeyError:
-                raise InputError(where, f"line {n}: no text field {field!r} (the record has {keys})",
-                                 "set `text_field:` on this source to the field holding the text") from None
-            text = _text_of(value, field, where, f"line {n}", keys)
-            if text is not None:
-                yield f"{path}:{n}", text
+    try:
+        with f:
+            yield from _jsonl_lines(f, path, field, source, where)
+    except (OSError, EOFError) as e:  # a truncated or corrupt .gz shows up while reading
+        raise InputError(where, f"unreadable file ({e})", "check the file, or leave it out with `exclude:`") from None
+
+
+def _jsonl_lines(f: BinaryIO, path: Path, field: str, source: SourceSpec, where: str
+                 ) -> Iterator[tuple[str, Document]]:
+    for n, raw in enumerate(f, start=1):
+        if not raw.strip():
+            continue
+        line = _decode(raw, source, where, f" line {n}")
+        if line is None:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(where, f"line {n}: not valid JSON ({e.msg})",
+                             "fix the line; JSON Lines holds one JSON object per line") from None
+        keys = sorted(record) if isinstance(record, dict) else []
+        try:
+            value = _field(record, field)
+        except KeyError:
+            raise InputError(where, f"line {n}: no text field {field!r} (the record has {keys})",
+                             "set `text_field:` on this source to the field holding the text") from None
+        text = _text_of(value, field, where, f"line {n}", keys)
+        if text is not None:
+            yield f"{path}:{n}", text
 
 
 def _parquet(path: Path, source: SourceSpec, where: str) -> Iterator[tuple[str, Document]]:
