@@ -61,12 +61,17 @@ def embed_tfidf(texts: list[str], dim: int = 64, seed: int = 0) -> np.ndarray:
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
     from sklearn.preprocessing import normalize
+    from threadpoolctl import threadpool_limits
 
     hv = HashingVectorizer(n_features=2**18, ngram_range=(1, 2), alternate_sign=False, norm=None,
                            token_pattern=r"(?u)\b\w\w+\b|[^\w\s]", lowercase=True, dtype=np.float32)
     x = TfidfTransformer(sublinear_tf=True).fit_transform(hv.transform(t[:EMBED_CHARS] for t in texts))
+    x = x[:, np.unique(x.indices)]  # only the hash buckets in use: the SVD's work scales with the columns
     k = max(2, min(dim, x.shape[0] - 1, x.shape[1] - 1))
-    z = TruncatedSVD(n_components=k, random_state=seed, n_iter=5).fit_transform(x)
+    # One BLAS thread: threaded reductions reorder float sums (runs would differ), and on a busy machine
+    # OpenBLAS threads mostly wait on each other.
+    with threadpool_limits(1):
+        z = TruncatedSVD(n_components=k, random_state=seed, n_iter=5).fit_transform(x)
     return np.ascontiguousarray(normalize(z), dtype=np.float32)
 
 
