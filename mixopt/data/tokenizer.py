@@ -8,7 +8,6 @@ that wrote them.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from mixopt.errors import InputError
-from mixopt.spec import TokenizerSpec
 
 BYTE_EOS = 256
 BYTE_VOCAB = 257  # 256 byte values + EOS
@@ -126,14 +124,6 @@ def from_record(record: dict[str, Any], folder: Path) -> Tokenizer:
     return HFTokenizer(tok, eos=int(record["eos"]), kind=record["kind"])
 
 
-def describe(spec: TokenizerSpec) -> str:
-    if spec.kind == "bpe":
-        return f"bpe (vocab {spec.vocab_size or DEFAULT_BPE_VOCAB}, trained on this corpus)"
-    if spec.kind == "file":
-        return f"tokenizer file {spec.path}"
-    return "byte"
-
-
 def same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in ("kind", "vocab_size", "eos", "sha256"))
 
@@ -145,6 +135,3 @@ def file_sha256(path: Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
-
-def dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True)
