@@ -331,5 +331,84 @@ def ui(workdir: WorkdirOpt = DEFAULT_WD,
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
+# ---------------------------------------------------------------------------------------------- data
+
+data_app = typer.Typer(no_args_is_help=True, help="Prepare dataset manifests into packed token arrays; "
+                       "discover domains by clustering documents.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+def data_prepare(manifest: Annotated[Path, typer.Argument(help="Dataset manifest, e.g. datasets/demo.yaml.")],
+                 workdir: WorkdirOpt = DEFAULT_WD) -> None:
+    """Read, de-duplicate, split and tokenize every domain into WORKDIR/data (a no-op when nothing changed)."""
+    from mixopt.data import prepare
+    from mixopt.data.prepare import fingerprint
+    from mixopt.spec import load_dataset
+
+    spec = load_dataset(manifest)
+    out = workdir / "data" / f"{spec.name}-{fingerprint(spec)}"
+    reused = (out / "index.json").is_file()
+    progress = Progress(TextColumn("[bold]{task.description:<14}"), BarColumn(), TextColumn("{task.fields[what]}"),
+                        TimeElapsedColumn(), console=console)
+    tasks = {d: progress.add_task(d, total=None, what="waiting") for d in spec.domains}
+
+    def on_progress(domain: str, phase: str, done: int, total: int | None) -> None:
+        what = f"read {done:,} documents" if phase == "read" else f"tokenized {done / 1e6:.1f}/{total / 1e6:.1f} MB"
+        progress.update(tasks[domain], completed=done, total=total, what=what)
+
+    def on_domain(domain: str, i: int, n: int) -> None:
+        progress.update(tasks[domain], completed=1, total=1, what="done")
+
+    with progress:
+        data = prepare(spec, workdir / "data", on_domain=on_domain, on_progress=on_progress)
+        for t in tasks.values():
+            progress.update(t, completed=1, total=1, what="done")
+    t = Table(title=f"{spec.name}: {'already prepared' if reused else 'prepared'} in {data.path} "
+                    f"(tokenizer {data.index['tokenizer']['kind']}, vocab {data.vocab_size})")
+    for c in ("domain", "documents", "duplicates", "train tokens", "val tokens"):
+        t.add_column(c, justify="left" if c == "domain" else "right")
+    for d, v in data.index["domains"].items():
+        t.add_row(d, f"{v['train_docs'] + v['val_docs']:,}", f"{v['source_docs'] - v['distinct_docs']:,}",
+                  f"{v['train_tokens']:,}", f"{v['val_tokens']:,}")
+    console.print(t)
+
+
+@data_app.command("discover")
+def data_discover(
+    manifest: Annotated[Path, typer.Argument(help="Dataset manifest whose documents to cluster.")],
+    k: Annotated[int, typer.Option("--k", min=2, help="Initial k-means clusters (before pruning and merging).")],
+    out: Annotated[Path | None, typer.Option(help="Manifest to write (default: NAME-clusters.yaml beside "
+                                             "MANIFEST); cluster documents go to a folder of the same name.")
+                   ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: the manifest's).")] = None,
+    embedder: Annotated[str, typer.Option(help="tfidf (hashed n-gram TF-IDF + SVD), or the folder of a local "
+                                          "sentence-transformers model.")] = "tfidf",
+    merge_distance: Annotated[float, typer.Option(help="Merge clusters whose Ward distance on centroids is "
+                                                  "below this.")] = 1.0,
+    final_k: Annotated[int | None, typer.Option(help="Merge down to this many clusters instead.")] = None,
+    min_cluster_frac: Annotated[float, typer.Option(help="Prune clusters smaller than this share of the "
+                                                    "average cluster.")] = 0.2,
+) -> None:
+    """Cluster the manifest's documents (CLIMB-style) and write a new manifest whose domains are the clusters."""
+    from mixopt.data.discover import cluster_name, discover
+    from mixopt.spec import load_dataset
+
+    spec = load_dataset(manifest)
+    out = out or manifest.with_name(f"{spec.name}-clusters.yaml")
+    with console.status("discovering") as st:
+        d = discover(spec, k=k, out=out, seed=seed, embedder=embedder, merge_distance=merge_distance,
+                     final_k=final_k, min_cluster_frac=min_cluster_frac, on_stage=lambda s: st.update(s))
+    t = Table(title=f"{len(d.clusters)} domains from {len(d.labels):,} documents in {d.seconds['total']:.1f}s")
+    for c in ("domain", "documents", "MB", "mostly from", "top terms"):
+        t.add_column(c, justify="right" if c in ("documents", "MB") else "left")
+    for c, info in enumerate(d.clusters):
+        main_origin, n = next(iter(info.origins.items()))
+        t.add_row(cluster_name(c, len(d.clusters)), f"{info.documents:,}", f"{info.bytes / 1e6:.2f}",
+                  f"{main_origin} ({n / info.documents:.0%})", ", ".join(info.top_terms[:6]))
+    console.print(t)
+    console.print(f"written to {out} (prepare it with `mixopt data prepare {out}`)")
+
+
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ names the file, the field and the fix.
 from __future__ import annotations
 
 import math
+import os
 import sysconfig
 from pathlib import Path
 from typing import Any, Literal
@@ -36,23 +37,59 @@ def expand_placeholders(pattern: str) -> str:
     return pattern.format(**{k: paths[k] for k in PLACEHOLDERS})
 
 
-class SourceSpec(_Strict):
-    """One source of documents for a domain. Exactly one of the fields is set.
+#: Source kinds that name files (a path or glob); the others name a builtin or a Hugging Face dataset.
+FILE_KINDS = ("glob", "docstrings", "jsonl", "parquet", "npy", "megatron")
+SOURCE_KINDS = (*FILE_KINDS, "builtin", "hf")
 
-    - `glob`: text files; each file is one document.
+
+class SourceSpec(_Strict):
+    """One source of documents for a domain. Exactly one of the kind fields is set.
+
+    Text:
+    - `glob`: plain text files; each file is one document.
     - `docstrings`: Python files; each module, class and function docstring is one document (English prose).
     - `builtin: pydoc_topics`: the interpreter's bundled documentation topics (English prose).
+    - `jsonl`: JSON Lines files (`.jsonl`, `.jsonl.gz`); each record's `text_field` is one document.
+    - `parquet`: Parquet files; each row's `text_field` column is one document.
+    - `hf`: a Hugging Face dataset (hub name, or a local folder written by `save_to_disk`), with `split`,
+      optional `config` and `text_field`; needs the `datasets` library.
+
+    Already tokenized (token ids of the dataset's tokenizer):
+    - `npy`: 1-D integer `.npy` files; documents end at token `eos`, or each file is one document.
+    - `megatron`: Megatron-LM `.bin`/`.idx` pairs (give the `.bin`, the `.idx`, or the prefix).
     """
 
     glob: str | None = None
     docstrings: str | None = None
     builtin: Literal["pydoc_topics"] | None = None
+    jsonl: str | None = None
+    parquet: str | None = None
+    hf: str | None = None
+    npy: str | None = None
+    megatron: str | None = None
+    exclude: list[str] = Field(default_factory=list, description="globs of files to leave out")
+    text_field: str | None = Field(default=None, description="jsonl/parquet/hf: the field holding the text "
+                                   "(dots reach into nested JSON objects); default `text`")
+    split: str | None = Field(default=None, description="hf: the split to read; default `train`")
+    config: str | None = Field(default=None, description="hf: the dataset configuration name")
+    eos: int | None = Field(default=None, ge=0, description="npy: the token id that ends a document")
+    encoding: str = "utf-8"
+    decode_errors: Literal["error", "replace", "skip"] = Field(
+        default="error", description="a file that is not valid in `encoding`: refuse it (error), replace the "
+        "bad bytes, or skip the file")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SourceSpec:
-        if sum(v is not None for v in (self.glob, self.docstrings, self.builtin)) != 1:
-            raise ValueError("a source sets exactly one of glob, docstrings, builtin")
-        for pattern in (self.glob, self.docstrings):
+        set_kinds = [k for k in SOURCE_KINDS if getattr(self, k) is not None]
+        if len(set_kinds) != 1:
+            raise ValueError(f"a source sets exactly one of {', '.join(SOURCE_KINDS)}"
+                             + (f" (this one sets {', '.join(set_kinds)})" if set_kinds else ""))
+        kind = set_kinds[0]
+        for key, kinds in (("text_field", ("jsonl", "parquet", "hf")), ("split", ("hf",)), ("config", ("hf",)),
+                           ("eos", ("npy",))):
+            if getattr(self, key) is not None and kind not in kinds:
+                raise ValueError(f"{key} applies to {' and '.join(kinds)} sources, not to {kind}")
+        for pattern in (*(getattr(self, k) for k in FILE_KINDS), *self.exclude):
             if pattern is not None:
                 try:
                     expand_placeholders(pattern)
@@ -60,22 +97,82 @@ class SourceSpec(_Strict):
                     raise ValueError(
                         f"unknown placeholder in {pattern!r}; known: {', '.join('{'+p+'}' for p in PLACEHOLDERS)}"
                     ) from e
+        try:
+            "".encode(self.encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {self.encoding!r}") from None
         return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in SOURCE_KINDS if getattr(self, k) is not None)
+
+    @property
+    def target(self) -> str:
+        """The path, glob, name or builtin this source reads."""
+        return str(getattr(self, self.kind))
+
+
+class ClusterInfo(_Strict):
+    """What `mixopt data discover` found out about a discovered domain, kept in the manifest for people."""
+
+    documents: int
+    bytes: int
+    origins: dict[str, int] = Field(default_factory=dict, description="documents per domain of the input")
+    top_terms: list[str] = Field(default_factory=list)
+    examples: list[str] = Field(default_factory=list)
 
 
 class DomainSpec(_Strict):
     sources: list[SourceSpec] = Field(min_length=1)
     max_bytes: int | None = Field(default=None, gt=0, description="keep at most this many bytes of text")
+    max_docs: int | None = Field(default=None, gt=0, description="keep at most this many documents")
+    val_fraction: float | None = Field(default=None, gt=0, lt=0.5, description="overrides the dataset's")
+    description: str | None = None
+    discovered: ClusterInfo | None = None
+
+
+class TokenizerSpec(_Strict):
+    """`byte` (256 bytes + end of document), a `bpe` trained here on the corpus, or a local `tokenizer.json`.
+
+    Shorthands: `tokenizer: byte`, `tokenizer: bpe`, `tokenizer: path/to/tokenizer.json`.
+    """
+
+    kind: Literal["byte", "bpe", "file"] = "byte"
+    vocab_size: int | None = Field(default=None, ge=300, le=1_000_000, description="bpe: default 8192")
+    train_bytes: int = Field(default=20_000_000, gt=0, description="bpe: text sampled to train it")
+    path: str | None = Field(default=None, description="file: a Hugging Face tokenizers `tokenizer.json`")
+    eos_token: str | None = Field(default=None, description="file: the end-of-document token; default: the "
+                                  "first of <|endoftext|>, </s>, <eos>, [SEP] the tokenizer has")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"kind": v} if v in ("byte", "bpe") else {"kind": "file", "path": v}
+        return v
+
+    @model_validator(mode="after")
+    def _fields_match_kind(self) -> TokenizerSpec:
+        if (self.kind == "file") != (self.path is not None):
+            raise ValueError("a file tokenizer needs `path` (a tokenizer.json); only it takes one")
+        if self.vocab_size is not None and self.kind != "bpe":
+            raise ValueError("vocab_size applies to a bpe tokenizer only (the others have theirs)")
+        if self.eos_token is not None and self.kind != "file":
+            raise ValueError("eos_token applies to a file tokenizer only")
+        return self
 
 
 class DatasetSpec(_Strict):
     """A corpus split into named domains, and how to turn it into token arrays."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    tokenizer: Literal["byte"] = "byte"
+    tokenizer: TokenizerSpec = TokenizerSpec()
     val_fraction: float = Field(default=0.05, gt=0, lt=0.5)
     min_val_tokens: int = Field(default=16_384, gt=0)
     seed: int = 0
+    roots: list[str] = Field(default_factory=list, description="folders sources may read besides the "
+                             "manifest's own folder and the Python installation's")
     domains: dict[str, DomainSpec]
 
     @field_validator("domains")
@@ -88,21 +185,50 @@ class DatasetSpec(_Strict):
                 raise ValueError(f"domain name {name!r} must be letters, digits and _, starting with a letter")
         return v
 
-    def resolved(self, base_dir: Path) -> DatasetSpec:
-        """Make relative globs absolute so the spec can be copied into a job folder and still work."""
+    def resolved(self, base_dir: Path, where: str | None = None) -> DatasetSpec:
+        """Make relative paths absolute (so the spec can be copied into a job folder and still work) and refuse
+        paths that leave the allowed roots: a manifest must not read arbitrary files by `../` accident."""
+        base_dir = Path(base_dir).resolve()
+        where = where or str(base_dir)
 
         def fix(p: str | None) -> str | None:
             if p is None or p.startswith("{") or Path(p).is_absolute():
                 return p
-            return str((base_dir / p).resolve())
+            return os.path.normpath(base_dir / p)
 
-        domains = {
-            name: d.model_copy(
-                update={"sources": [s.model_copy(update={"glob": fix(s.glob), "docstrings": fix(s.docstrings)})
-                                    for s in d.sources]})
-            for name, d in self.domains.items()
-        }
-        return self.model_copy(update={"domains": domains})
+        roots = list(dict.fromkeys([*(fix(r) or r for r in self.roots), str(base_dir)]))
+        allowed = [Path(r).resolve() for r in roots] + [Path(p).resolve() for p in sysconfig.get_paths().values()]
+        domains = {}
+        for name, d in self.domains.items():
+            sources = []
+            for j, s in enumerate(d.sources):
+                upd: dict[str, Any] = {k: fix(getattr(s, k)) for k in FILE_KINDS}
+                upd["exclude"] = [fix(e) for e in s.exclude]
+                if s.hf is not None and (base_dir / s.hf).exists():  # a local dataset folder, not a hub name
+                    upd["hf"] = fix(s.hf)
+                for k in (*FILE_KINDS, "hf"):
+                    p = upd.get(k)
+                    if p is not None and Path(expand_placeholders(p)).is_absolute():
+                        _check_under_roots(expand_placeholders(p), allowed,
+                                           f"{where}: domains.{name}.sources[{j}].{k}")
+                sources.append(s.model_copy(update=upd))
+            domains[name] = d.model_copy(update={"sources": sources})
+        tok = self.tokenizer
+        if tok.path is not None:
+            tok = tok.model_copy(update={"path": fix(tok.path)})
+        return self.model_copy(update={"domains": domains, "roots": roots, "tokenizer": tok})
+
+
+def _check_under_roots(pattern: str, allowed: list[Path], where: str) -> None:
+    fixed = []
+    for part in Path(pattern).parts:
+        if any(c in part for c in "*?["):
+            break
+        fixed.append(part)
+    here = Path(*fixed).resolve() if fixed else Path("/")
+    if not any(here == r or here.is_relative_to(r) for r in allowed):
+        raise InputError(where, f"{pattern!r} leaves the folders this manifest may read",
+                         "move the data under the manifest's folder, or list its folder under `roots:`")
 
 
 # --------------------------------------------------------------------------------------------- proxies
@@ -255,7 +381,7 @@ class SearchSpec(_Strict):
                 ref = (base / raw[key]).resolve()
                 raw[key] = loader(ref)
             elif key == "dataset" and isinstance(raw.get(key), dict):
-                raw[key] = _validate(DatasetSpec, raw[key], path, prefix="dataset").resolved(base)
+                raw[key] = _validate(DatasetSpec, raw[key], path, prefix="dataset").resolved(base, f"{path}: dataset")
         return _validate(cls, raw, path)
 
     def to_yaml(self) -> str:
@@ -295,7 +421,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _load_dataset(path: Path) -> DatasetSpec:
-    return _validate(DatasetSpec, _read_yaml(path), path).resolved(path.parent)
+    return _validate(DatasetSpec, _read_yaml(path), path).resolved(path.parent, str(path))
 
 
 def _load_proxy(path: Path) -> ProxySpec:

@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "benchmarks"
 REGMIX_TRAIN = SHARED / "regmix" / "runs_1m_train.csv"
+DEMO_DOMAINS = ["python", "c_headers", "cpp", "prose", "licenses", "package_docs", "data"]
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -10,17 +10,22 @@ from mixopt.data import MixtureSampler, prepare, validation_windows
 from mixopt.data.prepare import EOS
 from mixopt.errors import InputError
 from mixopt.spec import DatasetSpec
+from tests.conftest import DEMO_DOMAINS
 
 
-def test_demo_corpus_has_four_real_domains(prepared):
-    assert prepared.domains == ["python", "c_headers", "prose", "licenses"]
+def test_demo_corpus_has_seven_real_domains(prepared):
+    assert prepared.domains == DEMO_DOMAINS
     counts = prepared.token_counts
     assert all(c > 200_000 for c in counts.values()), counts
+    assert sum(counts.values()) + sum(v["val_tokens"] for v in prepared.index["domains"].values()) > 20_000_000
     train = prepared.load("train")
-    text = {d: bytes(np.asarray(a[:20000])[np.asarray(a[:20000]) < 256].astype(np.uint8)).decode("utf-8", "replace")
+    text = {d: bytes(np.asarray(a[:200_000])[np.asarray(a[:200_000]) < 256].astype(np.uint8)).decode("utf-8", "replace")
             for d, a in train.items()}
-    assert "def " in text["python"] and "#define" in text["c_headers"] or "#ifndef" in text["c_headers"]
+    assert "def " in text["python"] and ("#define" in text["c_headers"] or "#ifndef" in text["c_headers"])
+    assert "namespace" in text["cpp"] and "template" in text["cpp"]
     assert "licen" in text["licenses"].lower() and " the " in text["prose"]
+    assert "Metadata-Version" in text["package_docs"] or "==" in text["package_docs"]
+    assert '":' in text["data"] or "," in text["data"]
     for d in prepared.domains:
         assert (train[d] == EOS).sum() >= 1
         assert prepared.index["domains"][d]["val_tokens"] >= 16384

@@ -9,7 +9,7 @@ import yaml
 
 from mixopt.errors import InputError
 from mixopt.spec import ObjectiveSpec, SearchSpec
-from tests.conftest import ROOT, run_cli
+from tests.conftest import DEMO_DOMAINS, ROOT, run_cli
 
 
 def write(tmp: Path, data: dict, name: str = "spec.yaml") -> Path:
@@ -24,7 +24,7 @@ def base() -> dict:
 
 def test_demo_spec_loads_and_inlines_references():
     spec = SearchSpec.from_yaml(ROOT / "search" / "demo.yaml")
-    assert list(spec.dataset.domains) == ["python", "c_headers", "prose", "licenses"]
+    assert list(spec.dataset.domains) == DEMO_DOMAINS
     assert spec.optimizer.name == "regmix" and spec.budget.runs >= 16
     again = SearchSpec.model_validate(yaml.safe_load(spec.to_yaml()))
     assert again == spec  # the copy stored in a job folder is self-contained

@@ -1,31 +1,59 @@
-"""Prepare a dataset: documents → exact de-duplication → validation split by document → byte tokens, packed.
+"""Prepare a dataset: documents → exact de-duplication → caps → validation split by document → tokens, packed.
 
-Output is one folder per dataset version, keyed by a fingerprint of the spec and of the input files, holding
-`<domain>.train.npy` and `<domain>.val.npy` (uint16 tokens, documents separated by EOS) and `index.json`.
-The folder is built under a temporary name and renamed into place, so an interrupted prepare never leaves a
-folder that looks complete; a second prepare of unchanged inputs is a no-op.
+Output is one folder per dataset version, named by a fingerprint of the spec, of the input files and of the
+tokenizer, holding `<domain>.train.npy` and `<domain>.val.npy` (uint16 token ids while the vocabulary fits,
+uint32 beyond; documents separated by the tokenizer's EOS), the tokenizer (`tokenizer.json` unless byte-level)
+and `index.json` (token and document counts, the tokenizer, SHA-256 of every array).
+
+The folder is built under a temporary name and renamed into place only when complete, so an interrupted
+prepare never leaves a folder that looks complete; a second prepare of unchanged inputs is a no-op; leftovers
+of a killed prepare are removed by the next one.
+
+Documents stream through a spool file per domain, so memory holds one hash and offset per document, not the
+corpus.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from mixopt.data.sources import files_of, read_source
+from mixopt.data.sources import read_source, source_files
+from mixopt.data.tokenizer import (
+    DEFAULT_BPE_VOCAB,
+    Tokenizer,
+    file_sha256,
+    from_record,
+    load_tokenizer_file,
+    same_tokenizer,
+    token_dtype,
+    train_bpe,
+)
 from mixopt.errors import InputError
 from mixopt.spec import DatasetSpec
 
-EOS = 256
-VOCAB_SIZE = 257  # 256 byte values + EOS
-MIN_DOMAIN_TOKENS = 4096
+log = logging.getLogger(__name__)
+
+FORMAT = 2
+EOS = 256  # the byte tokenizer's end-of-document id (kept for callers of the first format)
+VOCAB_SIZE = 257
+MIN_DOMAIN_TOKENS = 4096  # training tokens a domain needs at least
+MIN_VAL_TOKENS = 256  # validation tokens (a few windows); min_val_tokens asks for more, in bytes of text
+ENCODE_CHUNK_BYTES = 4 << 20  # documents handed to the tokenizer at once
+
+#: on_progress(domain, phase, done, total): phase is "read" (documents so far, total None) or "tokenize"
+#: (bytes done of total).
+ProgressFn = Callable[[str, str, int, "int | None"], None]
 
 
 @dataclass
@@ -42,6 +70,10 @@ class PreparedData:
         return int(self.index["vocab_size"])
 
     @property
+    def eos(self) -> int:
+        return int(self.index.get("eos", EOS))
+
+    @property
     def token_counts(self) -> dict[str, int]:
         return {d: int(v["train_tokens"]) for d, v in self.index["domains"].items()}
 
@@ -49,41 +81,75 @@ class PreparedData:
         return {d: np.load(self.path / f"{d}.{split}.npy", mmap_mode="r" if mmap else None)
                 for d in self.domains}
 
+    def tokenizer(self) -> Tokenizer:
+        record = self.index["tokenizer"]
+        if isinstance(record, str):  # format 1: byte only
+            record = {"kind": "byte", "eos": EOS}
+        return from_record(record, self.path)
+
+    def check_tokenizer(self, record: dict[str, Any]) -> None:
+        """Refuse to hand these token arrays to code that expects another tokenizer."""
+        mine = self.index["tokenizer"]
+        if isinstance(mine, str) or not same_tokenizer(mine, record):
+            raise InputError(str(self.path), f"prepared with tokenizer {_tok_label(mine)}, but "
+                             f"{_tok_label(record)} was asked for",
+                             "prepare the dataset again with the tokenizer you mean (a new folder is made)")
+
+    def check_seq_len(self, seq_len: int, domains: list[str] | None = None) -> None:
+        """Every domain must hold at least one training sequence and one validation window."""
+        for d in domains or self.domains:
+            for split, key in (("train", "train_tokens"), ("val", "val_tokens")):
+                n = int(self.index["domains"][d][key])
+                if n <= seq_len + 1:
+                    raise InputError(f"domain {d}: {self.path / f'{d}.{split}.npy'}",
+                                     f"{n} {split} tokens, fewer than one sequence of {seq_len + 1}",
+                                     "add documents to the domain, merge it into another, or shorten seq_len")
+
     @classmethod
     def open(cls, path: str | Path) -> PreparedData:
         path = Path(path)
+        if not (path / "index.json").is_file():
+            raise InputError(str(path), "no prepared dataset here (index.json missing)",
+                             "run `mixopt data prepare MANIFEST` and pass the folder it prints")
         return cls(path, json.loads((path / "index.json").read_text()))
 
 
+def _tok_label(record: dict[str, Any] | str) -> str:
+    if isinstance(record, str):
+        return record
+    return f"{record.get('kind')} (vocab {record.get('vocab_size')}, sha256 {str(record.get('sha256'))[:12]})"
+
+
 def fingerprint(spec: DatasetSpec) -> str:
+    """Changes whenever the spec, an input file (size or mtime) or the tokenizer file changes."""
     h = hashlib.sha256(spec.model_dump_json().encode())
+    h.update(f"format {FORMAT}".encode())
     for name, dom in spec.domains.items():
         for src in dom.sources:
-            for pattern in (src.glob, src.docstrings):
-                if pattern:
-                    for p in files_of(pattern):
-                        st = p.stat()
-                        h.update(f"{name}|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+            for p in source_files(src):
+                st = p.stat()
+                h.update(f"{name}|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+    if spec.tokenizer.path is not None and Path(spec.tokenizer.path).is_file():
+        h.update(file_sha256(Path(spec.tokenizer.path)).encode())
     return h.hexdigest()[:16]
 
 
-def prepare(spec: DatasetSpec, root: str | Path, on_domain: Callable[[str, int, int], None] | None = None
-            ) -> PreparedData:
+def prepare(spec: DatasetSpec, root: str | Path, on_domain: Callable[[str, int, int], None] | None = None,
+            on_progress: ProgressFn | None = None) -> PreparedData:
     """Build (or reuse) the packed token arrays of `spec` under `root`."""
     root = Path(root)
     out = root / f"{spec.name}-{fingerprint(spec)}"
     if (out / "index.json").is_file():
         return PreparedData.open(out)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=root))
+    _remove_dead_partials(root, out.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=root))
+    (tmp / "pid").write_text(str(os.getpid()))
     try:
-        index = {"name": spec.name, "tokenizer": spec.tokenizer, "vocab_size": VOCAB_SIZE, "eos": EOS,
-                 "domains": {}}
-        for i, name in enumerate(spec.domains):
-            index["domains"][name] = _prepare_domain(spec, name, tmp)
-            if on_domain:
-                on_domain(name, i + 1, len(spec.domains))
-        (tmp / "index.json").write_text(json.dumps(index, indent=1))
+        index = _build(spec, tmp, on_domain, on_progress)
+        index["fingerprint"] = out.name.rsplit("-", 1)[1]
+        (tmp / "pid").unlink()
+        _write_atomic(tmp / "index.json", json.dumps(index, indent=1))
         try:
             os.rename(tmp, out)
         except OSError:  # someone else finished the same prepare first: theirs is identical
@@ -94,49 +160,229 @@ def prepare(spec: DatasetSpec, root: str | Path, on_domain: Callable[[str, int, 
     return PreparedData.open(out)
 
 
-def _prepare_domain(spec: DatasetSpec, name: str, out: Path) -> dict:
+def _remove_dead_partials(root: Path, stem: str) -> None:
+    """A prepare killed mid-way leaves its temporary folder; remove those whose process is gone."""
+    for p in root.glob(f".{stem}.*.partial"):
+        try:
+            pid = int((p / "pid").read_text())
+            os.kill(pid, 0)
+            continue  # still running: a concurrent prepare of the same data
+        except (OSError, ValueError):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------- building
+
+
+@dataclass
+class _Domain:
+    """One domain's distinct documents, spooled to disk: key → (offset, length, is_tokens)."""
+
+    name: str
+    spool: Path
+    docs: dict[str, tuple[int, int, bool]] = field(default_factory=dict)
+    seen: int = 0
+    train: list[str] = field(default_factory=list)
+    val: list[str] = field(default_factory=list)
+
+    def read(self, f: BinaryIO, key: str) -> tuple[bytes, bool]:
+        off, n, is_tokens = self.docs[key]
+        f.seek(off)
+        return f.read(n), is_tokens
+
+
+def _build(spec: DatasetSpec, tmp: Path, on_domain: Callable[[str, int, int], None] | None,
+           on_progress: ProgressFn | None) -> dict[str, Any]:
+    doms = [_collect(spec, name, tmp, on_progress) for name in spec.domains]
+    for d in doms:
+        _split(spec, d)
+    tok = _tokenizer(spec, doms, tmp)
+    tok.save(tmp)
+    record = tok.record()
+    index: dict[str, Any] = {"format": FORMAT, "name": spec.name, "tokenizer": record,
+                             "vocab_size": tok.vocab_size, "eos": tok.eos,
+                             "dtype": token_dtype(tok.vocab_size).name, "domains": {}}
+    for i, d in enumerate(doms):
+        index["domains"][d.name] = _write_domain(spec, d, tok, tmp, on_progress)
+        d.spool.unlink()
+        if on_domain:
+            on_domain(d.name, i + 1, len(doms))
+    return index
+
+
+def _where(spec: DatasetSpec, name: str) -> str:
+    return f"dataset {spec.name}: domains.{name}"
+
+
+def _collect(spec: DatasetSpec, name: str, tmp: Path, on_progress: ProgressFn | None) -> _Domain:
     dom = spec.domains[name]
-    docs: dict[str, bytes] = {}
-    for j, src in enumerate(dom.sources):
-        for _origin, text in read_source(src, where=f"dataset {spec.name}: domains.{name}.sources[{j}]"):
-            data = text.encode("utf-8")
-            if data.strip():
-                docs.setdefault(hashlib.sha1(data).hexdigest(), data)  # exact duplicates kept once
-    # A hash order is a deterministic shuffle: a byte cap then keeps a spread of the domain, not its first files.
-    keys = sorted(docs)
+    d = _Domain(name, tmp / f"{name}.spool")
+    offset = 0
+    with open(d.spool, "wb") as f:
+        for j, src in enumerate(dom.sources):
+            for origin, doc in read_source(src, where=f"{_where(spec, name)}.sources[{j}]"):
+                if isinstance(doc, str):
+                    data, is_tokens = doc.encode("utf-8"), False
+                    if not data.strip():
+                        continue
+                else:
+                    if len(doc) == 0:
+                        continue
+                    if int(doc.min()) < 0:
+                        raise InputError(f"{_where(spec, name)}.sources[{j}]: {origin}", "negative token ids",
+                                         "store token ids as non-negative integers")
+                    data, is_tokens = np.ascontiguousarray(doc, dtype="<u4").tobytes(), True
+                d.seen += 1
+                key = hashlib.sha1(data).hexdigest()
+                if key not in d.docs:  # exact duplicates are kept once
+                    f.write(data)
+                    d.docs[key] = (offset, len(data), is_tokens)
+                    offset += len(data)
+                if on_progress and d.seen % 1000 == 0:
+                    on_progress(name, "read", d.seen, None)
+    if not d.docs:
+        srcs = ", ".join(f"{s.kind}: {s.target}" for s in dom.sources)
+        raise InputError(_where(spec, name), f"no documents (every document from {srcs} is empty)",
+                         "point the domain at files that hold text, or remove the domain")
+    return d
+
+
+def _split(spec: DatasetSpec, d: _Domain) -> None:
+    """Caps, then train/validation by a salted hash of each document: stable when other documents change."""
+    dom = spec.domains[d.name]
+    keys = sorted(d.docs)  # hash order is a deterministic shuffle: a cap keeps a spread of the domain
+    if dom.max_docs is not None:
+        keys = keys[:dom.max_docs]
     if dom.max_bytes is not None:
         kept, total = [], 0
         for k in keys:
             if total >= dom.max_bytes:
                 break
             kept.append(k)
-            total += len(docs[k])
+            total += d.docs[k][1]
         keys = kept
+    frac = dom.val_fraction or spec.val_fraction
     salt = str(spec.seed).encode()
     bucket = {k: int(hashlib.sha1(salt + k.encode()).hexdigest()[:8], 16) / 2**32 for k in keys}
-    val = [k for k in keys if bucket[k] < spec.val_fraction]
-    train = [k for k in keys if bucket[k] >= spec.val_fraction]
-    # Small domains: move documents to validation until it can give stable per-domain losses.
-    train.sort(key=lambda k: bucket[k])
-    while sum(len(docs[k]) + 1 for k in val) < spec.min_val_tokens and len(train) > 1:
-        val.append(train.pop(0))
-    arrays = {"train": _pack([docs[k] for k in train]), "val": _pack([docs[k] for k in val])}
-    for split, arr in arrays.items():
-        if len(arr) < MIN_DOMAIN_TOKENS:
-            raise InputError(f"dataset {spec.name}: domains.{name}",
-                             f"only {len(arr)} {split} tokens from {len(train) + len(val)} distinct documents "
-                             f"(the {split} split needs ≥ {MIN_DOMAIN_TOKENS}; validation is split by document)",
-                             "add documents to this domain or merge it into another")
-        np.save(out / f"{name}.{split}.npy", arr)
-    return {"train_tokens": int(len(arrays["train"])), "val_tokens": int(len(arrays["val"])),
-            "train_docs": len(train), "val_docs": len(val)}
+    d.val = [k for k in keys if bucket[k] < frac]
+    train = sorted((k for k in keys if bucket[k] >= frac), key=lambda k: bucket[k])
+    # Small domains: move documents to validation until it can give stable per-domain losses (counted in bytes:
+    # the tokenizer may not exist yet, and bytes bound tokens from above for every tokenizer here).
+    val_bytes = sum(d.docs[k][1] for k in d.val)
+    while val_bytes < spec.min_val_tokens and len(train) > 1:
+        k = train.pop(0)
+        d.val.append(k)
+        val_bytes += d.docs[k][1]
+    d.train = sorted(train)
 
 
-def _pack(docs: list[bytes]) -> np.ndarray:
-    if not docs:
-        return np.zeros(0, dtype=np.uint16)
-    sep = bytes([0])  # placeholder byte, replaced by EOS below (EOS does not fit in a byte)
-    flat = np.frombuffer(sep.join(docs) + sep, dtype=np.uint8).astype(np.uint16)
-    ends = np.cumsum([len(d) + 1 for d in docs]) - 1
-    flat[ends] = EOS
-    return flat
+def kept_documents(spec: DatasetSpec, tmp: Path, on_progress: ProgressFn | None = None
+                   ) -> Iterator[tuple[str, bytes, bool]]:
+    """`(domain, data, is_tokens)` for every document prepare would keep (de-duplicated, capped), in the order
+    prepare stores them: train then validation. `tmp` holds the spool files while it runs."""
+    for name in spec.domains:
+        d = _collect(spec, name, tmp, on_progress)
+        _split(spec, d)
+        with open(d.spool, "rb") as f:
+            for k in (*d.train, *d.val):
+                data, is_tokens = d.read(f, k)
+                yield name, data, is_tokens
+        d.spool.unlink()
+
+
+def _tokenizer(spec: DatasetSpec, doms: list[_Domain], tmp: Path) -> Tokenizer:
+    ts = spec.tokenizer
+    if ts.kind == "byte":
+        return Tokenizer()
+    if ts.kind == "file":
+        assert ts.path is not None
+        return load_tokenizer_file(ts.path, ts.eos_token, where=f"dataset {spec.name}: tokenizer.path")
+    # BPE: an equal share of text from every domain's training documents, so no domain's vocabulary is lost.
+    share = ts.train_bytes // len(doms)
+    texts: list[str] = []
+    for d in doms:
+        got = 0
+        with open(d.spool, "rb") as f:
+            for k in d.train:
+                if got >= share:
+                    break
+                data, is_tokens = d.read(f, k)
+                if not is_tokens:
+                    texts.append(data[:share - got].decode("utf-8", errors="ignore"))
+                    got += len(data)
+    if not texts:
+        raise InputError(f"dataset {spec.name}: tokenizer", "a bpe tokenizer needs text, and every source is "
+                         "already tokenized", "use the tokenizer those tokens were made with (tokenizer.path)")
+    return train_bpe(texts, ts.vocab_size or DEFAULT_BPE_VOCAB)
+
+
+def _write_domain(spec: DatasetSpec, d: _Domain, tok: Tokenizer, tmp: Path, on_progress: ProgressFn | None
+                  ) -> dict[str, Any]:
+    dtype = token_dtype(tok.vocab_size)
+    info: dict[str, Any] = {"source_docs": d.seen, "distinct_docs": len(d.docs), "files": {}}
+    total = sum(d.docs[k][1] for k in (*d.train, *d.val))
+    done = 0
+    with open(d.spool, "rb") as spool:
+        for split, keys in (("train", d.train), ("val", d.val)):
+            path = tmp / f"{d.name}.{split}.npy"
+            n = 0
+            with open(path, "wb") as out:
+                _npy_header(out, dtype, 0)
+                for chunk in _chunks(d, keys):
+                    docs = [d.read(spool, k) for k in chunk]
+                    texts = [data for data, is_tokens in docs if not is_tokens]
+                    encoded = iter(tok.encode_batch(texts))
+                    for k, (data, is_tokens) in zip(chunk, docs, strict=True):
+                        ids = np.frombuffer(data, dtype="<u4") if is_tokens else next(encoded)
+                        if is_tokens and len(ids) and int(ids.max()) >= tok.vocab_size:
+                            raise InputError(_where(spec, d.name), f"a tokenized document holds id "
+                                             f"{int(ids.max())} ≥ the tokenizer's vocabulary ({tok.vocab_size})",
+                                             "set `tokenizer:` to the tokenizer these tokens were made with")
+                        packed = np.empty(len(ids) + 1, dtype=dtype)
+                        packed[:-1] = ids
+                        packed[-1] = tok.eos
+                        out.write(packed.tobytes())
+                        n += len(packed)
+                        done += d.docs[k][1]
+                    if on_progress:
+                        on_progress(d.name, "tokenize", done, total)
+                out.seek(0)
+                _npy_header(out, dtype, n)
+            need = MIN_DOMAIN_TOKENS if split == "train" else MIN_VAL_TOKENS
+            if n < need:
+                files = ", ".join(f"{s.kind}: {s.target}" for s in spec.domains[d.name].sources)
+                raise InputError(f"{_where(spec, d.name)} ({files})",
+                                 f"only {n} {split} tokens from {len(d.train) + len(d.val)} distinct documents "
+                                 f"(the {split} split needs ≥ {need}; validation is split by "
+                                 "document)", "add documents to this domain or merge it into another")
+            info[f"{split}_tokens"] = n
+            info[f"{split}_docs"] = len(keys)
+            info["files"][split] = {"file": path.name, "sha256": file_sha256(path)}
+    return info
+
+
+def _chunks(d: _Domain, keys: list[str]) -> Any:
+    chunk: list[str] = []
+    size = 0
+    for k in keys:
+        chunk.append(k)
+        size += d.docs[k][1]
+        if size >= ENCODE_CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _npy_header(f: BinaryIO, dtype: np.dtype, n: int) -> None:
+    """A fixed-size .npy header (v1.0 pads to 128 bytes for any length we write), rewritten once n is known."""
+    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                             "fortran_order": False, "shape": (n,)})
+    if f.tell() != 128:
+        raise RuntimeError("unexpected .npy header size")

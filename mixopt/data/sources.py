@@ -1,52 +1,298 @@
-"""Reading documents from the sources a DatasetSpec names."""
+"""Reading documents from the sources a DatasetSpec names.
+
+Every reader yields `(origin, document)` pairs, where a document is text (`str`) or, for already tokenized
+sources, a 1-D array of token ids. Readers stream: a JSONL or Parquet file is never loaded whole. Whatever is
+wrong with an input ends as an `InputError` that names the domain's source and the file (and the line or row).
+"""
 
 from __future__ import annotations
 
 import ast
 import glob
+import gzip
+import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
 
 from mixopt.errors import InputError
 from mixopt.spec import SourceSpec, expand_placeholders
 
+log = logging.getLogger(__name__)
+
 MIN_DOCSTRING_CHARS = 80  # one-line docstrings are mostly code-ish fragments, not prose
+DEFAULT_TEXT_FIELD = "text"
+
+Document = str | np.ndarray
 
 
-def files_of(pattern: str) -> list[Path]:
-    return sorted(Path(p) for p in glob.glob(expand_placeholders(pattern), recursive=True) if Path(p).is_file())
+def files_of(pattern: str, exclude: list[str] | tuple[str, ...] = ()) -> list[Path]:
+    """Files matching a glob (`**` recurses), sorted so that every run reads them in the same order."""
+    skip: set[str] = set()
+    for ex in exclude:
+        skip.update(glob.glob(expand_placeholders(ex), recursive=True))
+    return sorted(Path(p) for p in glob.glob(expand_placeholders(pattern), recursive=True)
+                  if p not in skip and Path(p).is_file())
 
 
-def read_source(source: SourceSpec, where: str) -> Iterator[tuple[str, str]]:
-    """Yield (origin, text) documents."""
-    if source.builtin == "pydoc_topics":
+def source_files(source: SourceSpec) -> list[Path]:
+    """The files a source reads (empty for builtin and Hugging Face hub sources)."""
+    if source.kind == "megatron":
+        prefixes = sorted({str(p.with_suffix("")) for p in files_of(source.target, source.exclude)
+                           if p.suffix in (".bin", ".idx")}
+                          | ({source.target} if Path(expand_placeholders(source.target) + ".bin").is_file()
+                             else set()))
+        return [Path(expand_placeholders(p) + ext) for p in prefixes for ext in (".bin", ".idx")]
+    if source.kind == "hf":
+        p = Path(expand_placeholders(source.target))
+        return sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
+    if source.kind == "builtin":
+        return []
+    return files_of(source.target, source.exclude)
+
+
+def read_source(source: SourceSpec, where: str) -> Iterator[tuple[str, Document]]:
+    """Yield `(origin, document)` for every document of the source, in a fixed order."""
+    kind = source.kind
+    if kind == "builtin":
         from pydoc_data.topics import topics
 
         for key in sorted(topics):
             yield f"pydoc_topics:{key}", topics[key]
         return
-    pattern = source.glob or source.docstrings
-    assert pattern is not None
-    paths = files_of(pattern)
+    if kind == "hf":
+        yield from _hf(source, where)
+        return
+    paths = source_files(source)
     if not paths:
-        raise InputError(where, f"no files match {pattern!r} (expands to {expand_placeholders(pattern)!r})",
-                         "fix the glob or remove the source")
+        raise InputError(where, f"no files match {source.target!r} (expands to "
+                         f"{expand_placeholders(source.target)!r})", "fix the path or glob, or remove the source")
+    if kind == "megatron":
+        for bin_path in paths[::2]:
+            yield from _megatron(bin_path, where)
+        return
     for path in paths:
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise InputError(f"{where}: {path}", f"unreadable file ({e.strerror})",
-                             "fix its permissions or remove it from the glob") from None
-        if b"\x00" in raw[:8192]:
-            continue  # binary file caught by a broad glob
-        text = raw.decode("utf-8", errors="replace")
-        if source.glob is not None:
-            yield str(path), text
+        here = f"{where}: {path}"
+        if kind == "npy":
+            yield from _npy(path, source, here)
+        elif kind == "parquet":
+            yield from _parquet(path, source, here)
+        elif kind == "jsonl":
+            yield from _jsonl(path, source, here)
         else:
-            yield from _docstrings(path, text)
+            raw = _read_bytes(path, here)
+            if b"\x00" in raw[:8192]:
+                log.info("skipping binary file %s", path)
+                continue  # a binary file caught by a broad glob
+            text = _decode(raw, source, here)
+            if text is None:
+                continue
+            if kind == "glob":
+                yield str(path), text
+            else:
+                yield from _docstrings(path, text)
 
 
-def _docstrings(path: Path, text: str) -> Iterator[tuple[str, str]]:
+def _read_bytes(path: Path, where: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InputError(where, f"unreadable file ({e.strerror})",
+                         "fix its permissions or leave it out with `exclude:`") from None
+
+
+def _decode(raw: bytes, source: SourceSpec, where: str, unit: str = "") -> str | None:
+    try:
+        return raw.decode(source.encoding)
+    except UnicodeDecodeError as e:
+        if source.decode_errors == "replace":
+            return raw.decode(source.encoding, errors="replace")
+        if source.decode_errors == "skip":
+            log.info("skipping %s%s: not valid %s", where, unit, source.encoding)
+            return None
+        raise InputError(where, f"{unit.strip() + ': ' if unit else ''}not valid {source.encoding} at byte "
+                         f"{e.start} ({raw[max(0, e.start - 8):e.start + 8]!r}); mixed encodings?",
+                         "convert it to UTF-8, or set `encoding:` (e.g. latin-1) or `decode_errors: replace` "
+                         "(or skip) on this source") from None
+
+
+def _field(record: object, field: str) -> object:
+    for part in field.split("."):
+        if not isinstance(record, dict) or part not in record:
+            raise KeyError(part)
+        record = record[part]
+    return record
+
+
+def _text_of(value: object, field: str, where: str, unit: str, keys: list[str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError(where, f"{unit}: text field {field!r} holds {type(value).__name__}, not text",
+                         f"set `text_field:` to the field that holds the document text (fields: {keys})")
+    return value
+
+
+def _jsonl(path: Path, source: SourceSpec, where: str) -> Iterator[tuple[str, Document]]:
+    field = source.text_field or DEFAULT_TEXT_FIELD
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        f = opener(path, "rb")
+    except OSError as e:
+        raise InputError(where, f"unreadable file ({e.strerror})", "fix its permissions or leave it out") from None
+    try:
+        with f:
+            yield from _jsonl_lines(f, path, field, source, where)
+    except (OSError, EOFError) as e:  # a truncated or corrupt .gz shows up while reading
+        raise InputError(where, f"unreadable file ({e})", "check the file, or leave it out with `exclude:`") from None
+
+
+def _jsonl_lines(f: BinaryIO, path: Path, field: str, source: SourceSpec, where: str
+                 ) -> Iterator[tuple[str, Document]]:
+    for n, raw in enumerate(f, start=1):
+        if not raw.strip():
+            continue
+        line = _decode(raw, source, where, f" line {n}")
+        if line is None:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(where, f"line {n}: not valid JSON ({e.msg})",
+                             "fix the line; JSON Lines holds one JSON object per line") from None
+        keys = sorted(record) if isinstance(record, dict) else []
+        try:
+            value = _field(record, field)
+        except KeyError:
+            raise InputError(where, f"line {n}: no text field {field!r} (the record has {keys})",
+                             "set `text_field:` on this source to the field holding the text") from None
+        text = _text_of(value, field, where, f"line {n}", keys)
+        if text is not None:
+            yield f"{path}:{n}", text
+
+
+def _parquet(path: Path, source: SourceSpec, where: str) -> Iterator[tuple[str, Document]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    field = source.text_field or DEFAULT_TEXT_FIELD
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(where, f"not a readable Parquet file ({e})", "check the file, or leave it out") from None
+    names = pf.schema_arrow.names
+    if field not in names:
+        raise InputError(where, f"no column {field!r} (columns: {names})",
+                         "set `text_field:` on this source to the column holding the text")
+    if not pa.types.is_string(pf.schema_arrow.field(field).type) and \
+            not pa.types.is_large_string(pf.schema_arrow.field(field).type):
+        raise InputError(where, f"column {field!r} holds {pf.schema_arrow.field(field).type}, not text",
+                         f"set `text_field:` to a text column (columns: {names})")
+    row = 0
+    for batch in pf.iter_batches(columns=[field], batch_size=4096):
+        for value in batch.column(0).to_pylist():
+            if value is not None:
+                yield f"{path}:{row}", value
+            row += 1
+
+
+def _hf(source: SourceSpec, where: str) -> Iterator[tuple[str, Document]]:
+    try:
+        import datasets
+    except ImportError:
+        raise InputError(where, "reading a Hugging Face dataset needs the `datasets` library",
+                         "pip install datasets, or export the data to JSONL/Parquet") from None
+    field = source.text_field or DEFAULT_TEXT_FIELD
+    split = source.split or "train"
+    target = expand_placeholders(source.target)
+    try:
+        if Path(target).is_dir() and (Path(target) / "dataset_info.json").is_file():
+            ds = datasets.load_from_disk(target)
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds[split]
+        else:
+            ds = datasets.load_dataset(target, source.config, split=split)
+    except (FileNotFoundError, KeyError, ValueError, ConnectionError) as e:
+        raise InputError(f"{where}: {target}", f"cannot load split {split!r} ({e})",
+                         "check the dataset name or folder, `split:` and `config:`") from None
+    if field not in ds.column_names:
+        raise InputError(f"{where}: {target}", f"no text field {field!r} (columns: {ds.column_names})",
+                         "set `text_field:` on this source to the column holding the text")
+    for i, value in enumerate(ds[field] if len(ds) < 10_000 else (r[field] for r in ds)):
+        text = _text_of(value, field, f"{where}: {target}", f"row {i}", ds.column_names)
+        if text is not None:
+            yield f"{target}:{split}:{i}", text
+
+
+def _npy(path: Path, source: SourceSpec, where: str) -> Iterator[tuple[str, Document]]:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(where, f"not a readable .npy array ({e})", "write it with numpy.save") from None
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(where, f"holds a {arr.dtype} array of shape {arr.shape}, not 1-D token ids",
+                         "store each tokenized file as one 1-D integer array")
+    if source.eos is None:
+        yield str(path), arr
+        return
+    ends = np.flatnonzero(np.asarray(arr) == source.eos)
+    start = 0
+    for k, end in enumerate([*ends.tolist(), len(arr)]):
+        if end > start:
+            yield f"{path}:{k}", arr[start:end]
+        start = end + 1
+
+
+#: Megatron-LM's `.idx` dtype codes (megatron/core/datasets/indexed_dataset.py, DType enum).
+MEGATRON_DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64,
+                   7: np.float32, 8: np.uint16}
+MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
+
+
+def read_megatron_index(idx_path: Path, where: str) -> tuple[np.dtype, np.ndarray, np.ndarray, np.ndarray]:
+    """Parse a Megatron `.idx`: (token dtype, sequence lengths, sequence byte offsets, document boundaries)."""
+    raw = _read_bytes(idx_path, where)
+    if raw[:9] != MEGATRON_MAGIC:
+        raise InputError(where, "not a Megatron-LM .idx file (bad magic bytes)",
+                         "pass the .bin/.idx pair written by Megatron's preprocess_data.py")
+    version = int(np.frombuffer(raw, np.uint64, 1, 9)[0])
+    code = raw[17]
+    if version != 1 or code not in MEGATRON_DTYPES:
+        raise InputError(where, f"unsupported .idx version {version} or dtype code {code}",
+                         "write it with Megatron-LM's indexed dataset builder (version 1)")
+    n_seq, n_doc = (int(x) for x in np.frombuffer(raw, np.uint64, 2, 18))
+    off = 34
+    sizes = np.frombuffer(raw, np.int32, n_seq, off)
+    pointers = np.frombuffer(raw, np.int64, n_seq, off + 4 * n_seq)
+    doc_idx = np.frombuffer(raw, np.int64, n_doc, off + 12 * n_seq)
+    return np.dtype(MEGATRON_DTYPES[code]), sizes, pointers, doc_idx
+
+
+def _megatron(bin_path: Path, where: str) -> Iterator[tuple[str, Document]]:
+    idx_path = bin_path.with_suffix(".idx")
+    here = f"{where}: {idx_path}"
+    if not idx_path.is_file() or not bin_path.is_file():
+        raise InputError(here, "a Megatron dataset needs both the .bin and the .idx file", "copy the missing one")
+    dtype, sizes, pointers, doc_idx = read_megatron_index(idx_path, here)
+    if not np.issubdtype(dtype, np.integer):
+        raise InputError(here, f"holds {dtype} values, not token ids", "pass a tokenized Megatron dataset")
+    tokens = np.memmap(bin_path, dtype=dtype, mode="r")
+    for k in range(len(doc_idx) - 1):
+        first, last = int(doc_idx[k]), int(doc_idx[k + 1])
+        if last <= first:
+            continue
+        start = int(pointers[first]) // dtype.itemsize
+        n = int(sizes[first:last].sum())
+        if start + n > len(tokens):
+            raise InputError(f"{where}: {bin_path}", f"document {k} runs past the end of the .bin file",
+                             "the .bin and .idx do not belong together; rebuild them")
+        yield f"{bin_path}:{k}", tokens[start:start + n]
+
+
+def _docstrings(path: Path, text: str) -> Iterator[tuple[str, Document]]:
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
