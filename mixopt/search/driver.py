@@ -200,7 +200,8 @@ class Search:
         mixtures: list[tuple[dict[str, float], str]] = []
         for i in range(start, min(start + n, len(spec.include_mixtures))):
             mix = spec.include_mixtures[i]
-            mixtures.append(({d: float(mix.get(d, 0.0)) for d in history.domains}, "include"))
+            total = sum(mix.values())  # within 1e-3 of 1 (checked at load); stored exactly on the simplex
+            mixtures.append(({d: float(mix.get(d, 0.0)) / total for d in history.domains}, "include"))
         if len(mixtures) < n:
             for prop in self.optimizer.propose(history, n - len(mixtures)):
                 mixtures.append((prop.weights, self.optimizer.name))
