@@ -323,9 +323,10 @@ class LeverageSpec(_Strict):
     gamma: float = Field(default=-0.05, lt=0, description="curvature in ln granularity (< 0: an optimum)")
     g_opt: float = Field(default=10.0, gt=0, description="granularity with the highest leverage; β = −2γ·ln g_opt")
     r_max: float = Field(default=1000.0, gt=1, description="saturation of the sparsity 1/A (Clark et al. style)")
-    transfer: Literal["chinchilla", "same_tokens"] = Field(
-        default="chinchilla", description="chinchilla: N_eq from the compute-optimal split of C_eq = EL·6·N_active·D "
-        "(the library rule); same_tokens: N_eq = EL·N_active (a dense model trained on the same D)")
+    transfer: Literal["same_tokens", "chinchilla"] = Field(
+        default="same_tokens", description="same_tokens: N_eq = EL·N_active, the dense model that spends C_eq = "
+        "EL·6·N_active·D on the same D tokens (the paper's comparison); chinchilla: N_eq from the compute-optimal "
+        "split of C_eq (METHODS.md §8d; overstates N_eq for runs trained past compute-optimal)")
 
     @property
     def beta(self) -> float:
