@@ -93,7 +93,8 @@ def rebalance(weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
     if c.sum() < 1 - 1e-12:
         raise InputError("target", f"the per-domain caps sum to {c.sum():.4g} < 1: no mixture can respect them",
                          "raise max_epochs, lower the target tokens or add data")
-    w = w / w.sum()
+    if abs(w.sum() - 1.0) > 1e-12:
+        w = w / w.sum()
     if (w <= c + 1e-12).all():
         return w
     fixed = np.zeros(len(w), dtype=bool)
@@ -106,14 +107,13 @@ def rebalance(weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
         excess = 1.0 - w.sum()
         free = ~fixed
         share = w[free]
-        if share.sum() <= 0:  # only domains the optimizer left at 0 can take it: fill their room evenly
+        if share.sum() <= 0:  # only domains the optimizer left at 0 can take it: by their room
             share = c[free] - w[free]
-        w[free] += excess * share / share.sum()
+        w[free] += excess * (share / share.sum())
     w = np.minimum(w, c)
-    gap = 1.0 - w.sum()  # floating-point dust; put it where there is room
-    if gap > 0:
-        room = c - w
-        w += gap * room / room.sum()
+    gap, room = 1.0 - w.sum(), c - w  # floating-point dust; put it where there is room
+    if gap > 0 and room.sum() > 0:
+        w += gap * (room / room.sum())
     return w
 
 
@@ -238,7 +238,7 @@ def apply_target(rec: Recommendation, token_counts: Mapping[str, float] | None,
         f"{d} {e:.2f}" for d, e in zip(domains, ep, strict=True)))
     rec.notes.append(f"effective tokens {eff.sum():.3g} of {target.tokens:.3g} (data efficiency {ratio:.3f})")
     n_law = info["dense_equivalent"]["params"] if target.kind == "moe" else target.params
-    unique = float(np.minimum(counts, w * target.tokens).sum())
+    unique = min(float(np.minimum(counts, w * target.tokens).sum()), float(target.tokens))
     if n_law is not None and unique > 0:
         info["data_constrained_loss"] = scaling_law(float(n_law), float(target.tokens), unique)
         info["unique_tokens"] = unique
