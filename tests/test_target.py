@@ -43,7 +43,7 @@ from mixopt.target import (
 from tests.conftest import DEMO_DOMAINS, ROOT
 
 TARGETS = ROOT / "search" / "targets"
-FAST = {"regmix": dict(n_candidates=2000, top_k=16, predictor="lightgbm", n_bootstrap=0, n_estimators=50,
+FAST = {"regmix": dict(n_candidates=2000, top_k=16, predictor="lightgbm", n_bootstrap=0, n_estimators=20,
                        max_epochs=None)}
 
 
@@ -145,7 +145,7 @@ def test_rebalance_properties(pairs, lift):
         assert np.allclose(ratio, ratio[0], rtol=1e-6)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(st.lists(st.floats(1e3, 1e7), min_size=3, max_size=3), st.floats(0.05, 0.99), st.floats(1, 8),
        st.floats(1, 20))
 def test_caps_never_violated_across_optimizers(counts, fill, max_epochs, python_epochs):
@@ -308,8 +308,8 @@ def make_job(tmp: Path) -> JobStore:
     spec_path.write_text(f"""
 name: synthetic
 dataset: {ROOT / 'datasets' / 'demo.yaml'}
-optimizer: {{name: regmix, n_candidates: 5000, top_k: 16, predictor: lightgbm, n_bootstrap: 0,
-             n_estimators: 100, max_epochs: null}}
+optimizer: {{name: regmix, n_candidates: 5000, top_k: 16, predictor: linear, n_bootstrap: 0,
+             max_epochs: null}}
 budget: {{runs: 16}}
 target: {{kind: dense, params: 1.0e9, tokens: 1.0e12, max_epochs: 4}}
 """)
@@ -336,7 +336,7 @@ def test_driver_recommend_applies_the_spec_target(tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "mixopt.cli", *args], capture_output=True, text=True,
                           timeout=300, env=env, cwd=ROOT)
 
