@@ -22,9 +22,16 @@ __version__ = "0.1.0"
 
 def recommend(runs: RunTable | str | Path, optimizer: str = "regmix", objective: Any = None,
               target: TargetSpec | None = None, seed: int = 0, **settings: Any) -> Recommendation:
-    """Recommend a mixture from a run table (or a CSV/Parquet path) with any registered optimizer."""
+    """Recommend a mixture from a run table (or a CSV/Parquet path) with any registered optimizer.
+
+    With a target (and token counts in the table) the mixture is checked against the target's repetition caps
+    and re-balanced where it exceeds them, whichever optimizer produced it (see `mixopt.target.apply_target`).
+    """
+    from mixopt.target import apply_target
+
     table = runs if isinstance(runs, RunTable) else RunTable.from_file(runs)
-    return get_optimizer(optimizer, seed=seed, objective=objective, **settings).recommend(table, target)
+    rec = get_optimizer(optimizer, seed=seed, objective=objective, **settings).recommend(table, target)
+    return apply_target(rec, table.token_counts, target)
 
 
 def submit(spec: SearchSpec | str | Path, **kw: Any) -> Recommendation:

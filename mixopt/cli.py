@@ -207,27 +207,69 @@ def recommend(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
               optimizer: Annotated[str | None, typer.Option(help="Recommend with another optimizer than the "
                                                             "job's (e.g. random = best observed run).")] = None,
               as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+              fmt: Annotated[str | None, typer.Option("--format", "-f", help="Export for a trainer: json, yaml, "
+                                                      "megatron, hf, olmo, torchtitan.")] = None,
+              target: Annotated[Path | None, typer.Option(help="Target run YAML (e.g. search/targets/moe-7b.yaml); "
+                                                          "default: the spec's target block.")] = None,
+              prefix: Annotated[list[str] | None, typer.Option(help="DOMAIN=PATH: what the trainer reads for a "
+                                                               "domain (default: the domain name); repeatable.")
+                                ] = None,
+              out: Annotated[Path | None, typer.Option(help="Write the export here instead of stdout.")] = None,
               ) -> None:
-    """Recommend a mixture from a job's runs so far (writes recommendation.json when using the job's optimizer)."""
+    """Recommend a mixture from a job's runs so far, checked against the target run; export it for a trainer.
+
+    Writes recommendation.json when using the job's optimizer. With --format and no --out, stdout holds only the
+    export and the explanation (re-balancing, epochs, effective tokens) goes to stderr.
+    """
+    from mixopt.export import FORMATS, export
     from mixopt.optimizers import get_optimizer, list_optimizers
     from mixopt.search.store import JobStore
+    from mixopt.spec import TargetSpec
+    from mixopt.target import apply_target
 
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError("--format", f"unknown format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
+    prefixes = _pairs(prefix or [], "--prefix", "--prefix web=/data/web_text_document")
     st = JobStore.open(workdir, job)
     spec = st.spec
+    tgt = TargetSpec.from_yaml(target) if target is not None else spec.target
     if optimizer is not None and optimizer not in list_optimizers():
         raise InputError("--optimizer", f"unknown optimizer {optimizer!r}",
                          f"choose one of {', '.join(list_optimizers())}")
     name = optimizer or spec.optimizer.name
     settings = spec.optimizer.settings if name == spec.optimizer.name else {}
     opt = get_optimizer(name, seed=spec.seed, objective=spec.objective, **settings)
-    rec = opt.recommend(st.run_table(), spec.target).to_dict()
+    table = st.run_table()
+    result = apply_target(opt.recommend(table, tgt), table.token_counts, tgt)
+    rec = result.to_dict()
     path = None
     if name == spec.optimizer.name:
         path = st.write_recommendation(rec)
-    if as_json:
-        sys.stdout.write(json.dumps(rec, indent=2) + "\n")
-    else:
+    if fmt is None and as_json:
+        fmt = "json"
+    if fmt is None:
         _print_recommendation(rec, path)
+        return
+    text = export(result, fmt, prefixes)
+    if out is not None:
+        out.write_text(text)
+        _print_recommendation(rec, path)
+        console.print(f"{fmt} export written to {out}")
+        return
+    sys.stdout.write(text)
+    if fmt not in ("json", "yaml"):
+        for n in rec.get("notes", []):
+            err_console.print(f"• {n}", highlight=False, soft_wrap=True)
+
+
+def _pairs(items: list[str], option: str, example: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise InputError(f"{option} {item}", "expected KEY=VALUE", f"e.g. {example}")
+        pairs[key.strip()] = value.strip()
+    return pairs
 
 
 @app.command("recommend-table")
@@ -258,12 +300,8 @@ def recommend_table(
         if not isinstance(counts, dict):
             raise InputError(str(token_counts), "expected a mapping domain: tokens", "write one line per domain")
     table = RunTable.from_file(runs_file, token_counts=counts)
-    settings: dict[str, Any] = {}
-    for item in setting or []:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise InputError(f"--set {item}", "expected KEY=VALUE", "e.g. --set predictor=gp")
-        settings[key.strip()] = yaml.safe_load(value)
+    settings: dict[str, Any] = {k: yaml.safe_load(v) for k, v in
+                                _pairs(setting or [], "--set", "--set predictor=gp").items()}
     obj = ObjectiveSpec(metrics=list(objective)) if objective else ObjectiveSpec()
     try:
         opt = get_optimizer(optimizer, seed=seed, objective=obj, **settings)

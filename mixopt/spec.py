@@ -308,12 +308,98 @@ class ObjectiveSpec(_Strict):
         return " + ".join(f"{w:g}·{m}" for w, m in zip(self.weights, self.metrics, strict=True))
 
 
-class TargetSpec(_Strict):
-    """The full-scale run the recommendation is for (used to report epochs per domain, caps later)."""
+class LeverageSpec(_Strict):
+    """Parameters of the MoE efficiency-leverage law EL(A, G, C) = Â^(α + γ·(ln G)² + β·ln G), α = a + d·ln C.
 
+    The paper (METHODS.md §8d) does not publish all its constants or the exact saturating transform, so these
+    are settings. Â is the saturated sparsity 1/A: r = 1/A, r̂ = 1 + 1/(1/(r − 1) + 1/(r_max − 1)), so a dense
+    model (A = 1) has EL = 1 and EL stays bounded as A → 0. The defaults put the granularity optimum at
+    `g_opt` = 10 (the paper's 8–12) and reproduce its one public point: 0.85B active parameters on 1T tokens
+    match a 6.1B dense model (EL ≈ 7.2), assuming a Ling-2.0-like activation ratio 9/257 at `g_opt`.
+    """
+
+    a: float = Field(default=-0.6721, description="intercept of the exponent α = a + d·ln C (C in FLOPs)")
+    d: float = Field(default=0.02, ge=0, description="growth of the exponent with ln compute (the paper: d > 0)")
+    gamma: float = Field(default=-0.05, lt=0, description="curvature in ln granularity (< 0: an optimum)")
+    g_opt: float = Field(default=10.0, gt=0, description="granularity with the highest leverage; β = −2γ·ln g_opt")
+    r_max: float = Field(default=1000.0, gt=1, description="saturation of the sparsity 1/A (Clark et al. style)")
+    transfer: Literal["same_tokens", "chinchilla"] = Field(
+        default="same_tokens", description="same_tokens: N_eq = EL·N_active, the dense model that spends C_eq = "
+        "EL·6·N_active·D on the same D tokens (the paper's comparison); chinchilla: N_eq from the compute-optimal "
+        "split of C_eq (METHODS.md §8d; overstates N_eq for runs trained past compute-optimal)")
+
+    @property
+    def beta(self) -> float:
+        return -2.0 * self.gamma * math.log(self.g_opt)
+
+
+MOE_FIELDS = ("active_params", "n_experts", "top_k", "granularity")
+
+
+class TargetSpec(_Strict):
+    """The full-scale run the recommendation is for: its size, its tokens, and how often data may repeat.
+
+    Dense: `params`. MoE: `params` (total), `active_params`, `n_experts`, `top_k`, `shared_experts`,
+    `granularity` (optional; d_model-to-expert-width ratio, assumed at the leverage optimum when absent) and the
+    `leverage` law that turns it into a dense-equivalent size.
+    """
+
+    name: str | None = None
     kind: Literal["dense", "moe"] = "dense"
-    params: float | None = Field(default=None, gt=0)
-    tokens: float | None = Field(default=None, gt=0)
+    params: float | None = Field(default=None, gt=0, description="parameters (MoE: total parameters)")
+    tokens: float | None = Field(default=None, gt=0, description="training tokens D of the target run")
+    seq_len: int | None = Field(default=None, gt=0, description="context length of the target run")
+    max_epochs: float = Field(default=4.0, gt=0, description="a domain may repeat at most this often (the "
+                              "data-constrained heuristic; RegMix allowed 15)")
+    max_epochs_per_domain: dict[str, float] = Field(default_factory=dict, description="overrides of max_epochs")
+    active_params: float | None = Field(default=None, gt=0, description="MoE: parameters active per token")
+    n_experts: int | None = Field(default=None, ge=1, description="MoE: routed experts per layer")
+    top_k: int | None = Field(default=None, ge=1, description="MoE: routed experts active per token")
+    shared_experts: int = Field(default=0, ge=0, description="MoE: always-active shared experts")
+    granularity: float | None = Field(default=None, gt=0, description="MoE: expert granularity G")
+    leverage: LeverageSpec = LeverageSpec()
+
+    @model_validator(mode="after")
+    def _fields_match_kind(self) -> TargetSpec:
+        for d, e in self.max_epochs_per_domain.items():
+            if not (e > 0 and math.isfinite(e)):
+                raise ValueError(f"max_epochs_per_domain.{d} must be a positive number, not {e}")
+        if self.kind == "dense":
+            given = [f for f in MOE_FIELDS if getattr(self, f) is not None] + (
+                ["shared_experts"] if self.shared_experts else [])
+            if given:
+                raise ValueError(f"{', '.join(given)} apply to moe targets only; set kind: moe or remove them")
+            return self
+        missing = [f for f in ("params", "active_params", "n_experts", "top_k") if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"a moe target needs {', '.join(missing)}")
+        assert self.params is not None and self.active_params is not None
+        assert self.n_experts is not None and self.top_k is not None
+        if self.active_params > self.params:
+            raise ValueError(f"active_params ({self.active_params:.3g}) cannot exceed params ({self.params:.3g}), "
+                             "the total")
+        if self.top_k > self.n_experts:
+            raise ValueError(f"top_k ({self.top_k}) cannot exceed n_experts ({self.n_experts})")
+        return self
+
+    @property
+    def activation_ratio(self) -> float | None:
+        """Active over total experts, shared ones counted on both sides (Ling-2.0: 9/257 = 3.5%)."""
+        if self.kind != "moe" or self.n_experts is None or self.top_k is None:
+            return None
+        return (self.top_k + self.shared_experts) / (self.n_experts + self.shared_experts)
+
+    def domain_max_epochs(self, domain: str) -> float:
+        return float(self.max_epochs_per_domain.get(domain, self.max_epochs))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TargetSpec:
+        """A target file holds the target's keys, or a search spec's `target:` block."""
+        path = Path(path)
+        raw = _read_yaml(path)
+        if set(raw) == {"target"} and isinstance(raw["target"], dict):
+            return _validate(cls, raw["target"], path, prefix="target")
+        return _validate(cls, raw, path)
 
 
 # --------------------------------------------------------------------------------------------- search

@@ -25,6 +25,7 @@ from mixopt.search import cluster
 from mixopt.search.store import JobStore, PendingRun
 from mixopt.search.tracking import Tracker, default_tracking_uri
 from mixopt.spec import SearchSpec
+from mixopt.target import apply_target
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,8 @@ class Search:
     def recommend(self, optimizer: OptimizerBase | None = None) -> Recommendation:
         assert self.store is not None
         opt = optimizer or self.optimizer
-        rec = opt.recommend(self.store.run_table(), self.spec.target)
-        self._target_notes(rec)
+        table = self.store.run_table()
+        rec = apply_target(opt.recommend(table, self.spec.target), table.token_counts, self.spec.target)
         self.store.write_recommendation(rec.to_dict())
         self.on_event("recommendation", rec.to_dict())
         return rec
@@ -235,16 +236,6 @@ class Search:
             self._safe(tracker.finish_proxy, mlflow_id, status, shown, res.get("error"))
         self.on_event("result", {"run_id": p.run_id, "status": status, "objective": objective,
                                  "error": res.get("error"), "seconds": res.get("seconds")})
-
-    def _target_notes(self, rec: Recommendation) -> None:
-        """Epochs each domain would see in the target run: the first sign that a mixture over-repeats data."""
-        target = self.spec.target
-        counts = self.store.get_meta("token_counts") if self.store else None
-        if target is None or target.tokens is None or not counts:
-            return
-        epochs = {d: rec.weights[d] * target.tokens / max(1, counts[d]) for d in rec.weights}
-        rec.notes.append("epochs per domain in the target run: " + ", ".join(
-            f"{d} {e:.2f}" for d, e in epochs.items()))
 
 
 def _one_row(weights: dict[str, float], metrics: dict[str, float]):
