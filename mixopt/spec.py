@@ -471,7 +471,8 @@ class SearchSpec(_Strict):
         return _validate(cls, raw, path)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+        # Nulls are kept: an explicit `max_epochs: null` must not come back as the default when a job reopens.
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
 def check_mixture(mix: dict[str, float], domains: list[str], where: str) -> None:

@@ -88,3 +88,11 @@ def test_cli_missing_spec_and_unknown_job(tmp_path):
     assert res.returncode == 2 and "file not found" in res.stderr
     res = run_cli("runs", "no-such-job", "--workdir", str(tmp_path))
     assert res.returncode == 2 and "no-such-job" in res.stderr
+
+
+def test_explicit_nulls_survive_the_job_copy():
+    spec = SearchSpec.from_yaml(ROOT / "search" / "demo.yaml")
+    data = yaml.safe_load(spec.to_yaml())
+    data["optimizer"]["max_epochs"] = None  # "no cap" must not come back as the default cap
+    again = SearchSpec.model_validate(yaml.safe_load(SearchSpec.model_validate(data).to_yaml()))
+    assert again.optimizer.settings["max_epochs"] is None
