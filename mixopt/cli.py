@@ -412,6 +412,26 @@ def data_prepare(manifest: Annotated[Path, typer.Argument(help="Dataset manifest
     console.print(t)
 
 
+@data_app.command("demo")
+def data_demo(workdir: WorkdirOpt = DEFAULT_WD) -> None:
+    """Prepare the built-in demo corpus (datasets/demo.yaml): text every mixopt installation has, 7 domains."""
+    from mixopt.spec import load_dataset
+
+    manifest = Path(__file__).resolve().parents[1] / "datasets" / "demo.yaml"
+    if not manifest.is_file():
+        raise InputError(str(manifest), "the demo manifest is not beside this installation",
+                         "install mixopt from its source tree (pip install -e .) or pass a manifest to "
+                         "`mixopt data prepare`")
+    spec = load_dataset(manifest)
+    t = Table(title=f"demo corpus ({manifest})")
+    t.add_column("domain")
+    t.add_column("what it holds")
+    for name, dom in spec.domains.items():
+        t.add_row(name, dom.description or "")
+    console.print(t)
+    data_prepare(manifest, workdir)
+
+
 @data_app.command("discover")
 def data_discover(
     manifest: Annotated[Path, typer.Argument(help="Dataset manifest whose documents to cluster.")],

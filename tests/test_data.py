@@ -68,3 +68,11 @@ def test_validation_windows_are_fixed(prepared):
     val = prepared.load("val")["prose"]
     a, b = validation_windows(val, 64, 8), validation_windows(val, 64, 8)
     assert a.shape == (8, 65) and (a == b).all()
+
+
+def test_data_demo_command(workdir):
+    from tests.conftest import run_cli
+
+    res = run_cli("data", "demo", "--workdir", str(workdir))
+    assert res.returncode == 0, res.stderr
+    assert "package_docs" in res.stdout and "train tokens" in res.stdout
