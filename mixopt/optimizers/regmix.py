@@ -85,11 +85,15 @@ class RegMix(OptimizerBase):
             counts = prior
         tokens = s.target_tokens or (target.tokens if target and target.tokens else None) or counts.sum()
         caps = repetition_caps(counts, tokens, s.max_epochs)
-        if caps.sum() < 1:
-            raise InputError("optimizer.max_epochs",
-                             f"{tokens:.3g} target tokens exceed what the corpus holds at {s.max_epochs:g} epochs "
-                             f"per domain ({s.max_epochs * counts.sum():.3g})",
-                             "raise max_epochs, lower the target tokens or add data")
+        if target is not None and target.tokens and history.token_counts and s.target_tokens is None:
+            from mixopt.target import domain_caps
+
+            # The target's own limits (4 epochs by default, per-domain overrides) bound the search itself, so
+            # the recommendation needs no re-balancing afterwards when a feasible mixture exists.
+            caps = np.minimum(caps, domain_caps(history.domains, history.token_counts, target))
+        if caps.sum() < 1:  # no mixture fits: search unconstrained, the target step reports the overrun
+            return None, (f"{tokens:.3g} target tokens exceed what the corpus holds at {s.max_epochs:g} epochs per "
+                          f"domain ({s.max_epochs * counts.sum():.3g}): repetition caps not applied in the search")
         return caps, None
 
     def _model(self, seed: int):
@@ -135,7 +139,7 @@ class RegMix(OptimizerBase):
             pressed = (top_w >= 0.75 * caps[None, :]).mean(axis=0)
             hit = [d for d, f, c in zip(history.domains, pressed, caps, strict=True) if c < 1 and f >= 0.5]
             if hit:
-                notes.append(f"the repetition cap ({s.max_epochs:g} epochs) binds for: {', '.join(hit)}")
+                notes.append(f"the repetition cap binds for: {', '.join(hit)}")
         return self._recommendation(w, history, predicted=predicted, uncertainty=uncertainty,
                                     runs_used=ok.run_ids(), notes=notes, details=details)
 
