@@ -212,31 +212,26 @@ def apply_target(rec: Recommendation, token_counts: Mapping[str, float] | None,
     w = w / w.sum()
     ep = epochs(w, counts, target.tokens)
     over = [d for d, wk, ck in zip(domains, w, caps, strict=True) if wk > ck + 1e-9]
-    if over and caps.sum() < 1 - 1e-12:
-        # The corpus cannot supply D tokens within the caps, whatever the mixture. The least bad mixture
-        # repeats every domain by the same multiple of its cap (w ∝ cap): it minimises the worst overrun.
-        new = caps / caps.sum()
+    if over:
+        if caps.sum() < 1 - 1e-12:
+            # The corpus cannot supply D tokens within the caps, whatever the mixture. The least bad mixture
+            # repeats every domain by the same multiple of its cap (w ∝ cap): it minimises the worst overrun.
+            new, label = caps / caps.sum(), "overrun-balanced"
+            rec.details["caps_infeasible"] = True
+            supply = float((counts * np.array([target.domain_max_epochs(d) for d in domains])).sum())
+            rec.notes.append(
+                f"warning: the corpus holds {counts.sum():.3g} tokens, at most {supply:.3g} within the epoch caps, "
+                f"but the target trains on {target.tokens:.3g}: no mixture respects the caps. Every domain is set "
+                f"to overrun its cap by the same factor ({1 / caps.sum():.3g}×); train on fewer tokens, raise "
+                "max_epochs or add data")
+        else:
+            new, label = rebalance(w, caps), "re-balanced"
+            rec.notes.append("warning: " + ", ".join(
+                f"{d} would repeat {ep[domains.index(d)]:.2f}× (cap {target.domain_max_epochs(d):g})" for d in over)
+                + " in the target run; re-balanced by moving the excess to the other domains in proportion to "
+                "their weights")
         rec.details["original_weights"] = dict(zip(domains, map(float, w), strict=True))
-        rec.details["caps_infeasible"] = True
-        supply = float((counts * np.array([target.domain_max_epochs(d) for d in domains])).sum())
-        rec.notes.append(
-            f"warning: the corpus holds {counts.sum():.3g} tokens, at most {supply:.3g} within the epoch caps, "
-            f"but the target trains on {target.tokens:.3g}: no mixture respects the caps. Every domain is set "
-            f"to overrun its cap by the same factor ({1 / caps.sum():.3g}×); train on fewer tokens, raise "
-            "max_epochs or add data")
-        rec.notes.append("original mixture: " + _fmt_mix(domains, w) + " → overrun-balanced: " + _fmt_mix(domains, new))
-        if rec.predicted is not None:
-            rec.notes.append("the predicted objective is the optimizer's, for the original mixture")
-        w = new
-        ep = epochs(w, counts, target.tokens)
-    elif over:
-        new = rebalance(w, caps)
-        rec.details["original_weights"] = dict(zip(domains, map(float, w), strict=True))
-        rec.notes.append("warning: " + ", ".join(
-            f"{d} would repeat {ep[domains.index(d)]:.2f}× (cap {target.domain_max_epochs(d):g})" for d in over)
-            + " in the target run; re-balanced by moving the excess to the other domains in proportion to "
-            "their weights")
-        rec.notes.append("original mixture: " + _fmt_mix(domains, w) + " → re-balanced: " + _fmt_mix(domains, new))
+        rec.notes.append("original mixture: " + _fmt_mix(domains, w) + f" → {label}: " + _fmt_mix(domains, new))
         if rec.predicted is not None:
             rec.notes.append("the predicted objective is the optimizer's, for the original mixture")
         w = new
