@@ -207,3 +207,31 @@ def test_status_and_recommend_commands(tiny_job, workdir):
     assert rec["method"] == "random" and abs(sum(rec["weights"].values()) - 1) < 1e-9
     res = run_cli("recommend", job.job_id, "--workdir", str(workdir), "--optimizer", "nope")
     assert res.returncode == 2 and "--optimizer" in res.stderr
+
+
+def test_results_cut_off_from_mlflow_by_a_kill_are_mirrored_on_resume(tmp_path):
+    """The driver records a result in SQLite, then in MLflow; a kill between the two must not leave MLflow stale."""
+    from mixopt.search.store import PendingRun
+
+    spec = SearchSpec.from_yaml(tiny_spec_yaml(tmp_path, runs=2))
+    wd = tmp_path / "wd"
+    store = JobStore.create(wd, spec)
+    store.set_meta("domains", list(spec.dataset.domains))
+    weights = dict.fromkeys(spec.dataset.domains, 1 / len(spec.dataset.domains))
+    run = PendingRun("r0000", 0, 0, 7, weights, None, "regmix")
+    store.add_proposals([run])
+    tracker = Tracker(default_tracking_uri(wd), spec.name, wd / "mlartifacts")
+    parent = tracker.start_job(store.job_id, spec.model_dump(mode="json"))
+    store.set_tracking("r0000", tracker.start_proxy(parent, store.job_id, "r0000", weights, 7, 0, {}))
+    losses = {d: 2.0 + i / 10 for i, d in enumerate(spec.dataset.domains)}
+    store.add_result("r0000", "ok", {f"loss_{d}": v for d, v in losses.items()}, {"seconds": 1.5}, None)
+    # ...killed here: the MLflow child is still RUNNING with no metrics
+    child = tracker.client.get_run(store.tracking_ids()["r0000"])
+    assert child.info.status == "RUNNING" and not child.data.metrics
+
+    Search(spec, workdir=wd, store=store)._catch_up(tracker)
+    child = tracker.client.get_run(store.tracking_ids()["r0000"])
+    assert child.info.status == "FINISHED"
+    assert child.data.metrics["loss_python"] == pytest.approx(losses["python"])
+    assert child.data.metrics["objective"] == pytest.approx(np.mean(list(losses.values())))
+    assert store.unmirrored() == []

@@ -95,6 +95,7 @@ class Search:
             if parent:
                 store.set_meta("mlflow_parent_run_id", parent)
                 store.set_meta("mlflow_experiment_id", tracker.experiment_id)
+                self._catch_up(tracker)
         started_ray = cluster.connect(self.ray_address)
         try:
             self._loop(data, tracker, parent)
@@ -222,20 +223,38 @@ class Search:
         info = {k: res.get(k) for k in ("seconds", "tokens", "params", "tokens_per_s", "train_loss", "steps",
                                         "epochs")}
         fresh = self.store.add_result(p.run_id, status, metrics, info, res.get("error"))
+        objective = self._mirror(p, {**res, "status": status}, tracker, mlflow_id) if fresh else None
+        self.on_event("result", {"run_id": p.run_id, "status": status, "objective": objective,
+                                 "error": res.get("error"), "seconds": res.get("seconds")})
+
+
+    def _mirror(self, p: PendingRun, res: dict[str, Any], tracker: Tracker | None, mlflow_id: str | None
+                ) -> float | None:
+        """Send a recorded result to MLflow (once); returns the run's objective."""
+        assert self.store is not None
+        metrics = {f"loss_{d}": float(v) for d, v in (res.get("losses") or {}).items()}
         objective = None
-        if metrics:
-            row = RunTable(_one_row(p.weights, metrics))
-            objective = float(row.objective(self.spec.objective)[0])
-        if fresh and tracker is not None and mlflow_id:
+        if metrics and res["status"] == "ok":
+            objective = float(RunTable(_one_row(p.weights, metrics)).objective(self.spec.objective)[0])
+        if tracker is not None and mlflow_id:
             shown = dict(metrics)
             if objective is not None:
                 shown["objective"] = objective
             for k in ("seconds", "tokens_per_s", "train_loss"):
                 if isinstance(res.get(k), int | float):
                     shown[k] = float(res[k])
-            self._safe(tracker.finish_proxy, mlflow_id, status, shown, res.get("error"))
-        self.on_event("result", {"run_id": p.run_id, "status": status, "objective": objective,
-                                 "error": res.get("error"), "seconds": res.get("seconds")})
+            if self._safe(tracker.finish_proxy, mlflow_id, res["status"], shown, res.get("error")) is True:
+                self.store.mark_mirrored(p.run_id)
+        return objective
+
+    def _catch_up(self, tracker: Tracker | None) -> None:
+        """Runs recorded in the store whose MLflow mirror was cut off by a killed driver are finished now."""
+        if tracker is None or self.store is None:
+            return
+        tracked = self.store.tracking_ids()
+        for p, res in self.store.unmirrored():
+            if p.run_id in tracked:
+                self._mirror(p, res, tracker, tracked[p.run_id])
 
 
 def _one_row(weights: dict[str, float], metrics: dict[str, float]):

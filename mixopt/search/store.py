@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS results (
     run_id TEXT PRIMARY KEY REFERENCES proposals(run_id), status TEXT NOT NULL, metrics TEXT NOT NULL,
     info TEXT NOT NULL, error TEXT, finished_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tracking (run_id TEXT PRIMARY KEY, mlflow_run_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mirrored (run_id TEXT PRIMARY KEY);
 """
 
 
@@ -155,6 +156,28 @@ class JobStore:
     def set_tracking(self, run_id: str, mlflow_run_id: str) -> None:
         with self._db() as db:
             db.execute("INSERT OR REPLACE INTO tracking VALUES (?, ?)", (run_id, mlflow_run_id))
+
+    def mark_mirrored(self, run_id: str) -> None:
+        """The run's result reached MLflow; a driver killed before this line re-sends it on resume."""
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS mirrored (run_id TEXT PRIMARY KEY)")
+            db.execute("INSERT OR IGNORE INTO mirrored VALUES (?)", (run_id,))
+
+    def unmirrored(self) -> list[tuple[PendingRun, dict[str, Any]]]:
+        """Finished runs whose result never reached MLflow, with the result as the driver recorded it."""
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS mirrored (run_id TEXT PRIMARY KEY)")
+            rows = db.execute(
+                "SELECT p.run_id, p.idx, p.round, p.seed, p.weights, p.fidelity, p.source, r.status, r.metrics, "
+                "r.info, r.error FROM proposals p JOIN results r ON r.run_id = p.run_id "
+                "LEFT JOIN mirrored m ON m.run_id = p.run_id WHERE m.run_id IS NULL ORDER BY p.idx").fetchall()
+        out = []
+        for r in rows:
+            p = PendingRun(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None, r[6])
+            info = json.loads(r[9]) if r[9] else {}
+            losses = {k.removeprefix("loss_"): v for k, v in json.loads(r[8]).items()}
+            out.append((p, {**info, "status": r[7], "losses": losses, "error": r[10]}))
+        return out
 
     def tracking_ids(self) -> dict[str, str]:
         with self._db() as db:

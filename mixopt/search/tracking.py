@@ -66,7 +66,7 @@ class Tracker:
         return run.info.run_id
 
     def finish_proxy(self, mlflow_run_id: str, status: str, metrics: dict[str, float],
-                     error: str | None) -> None:
+                     error: str | None) -> bool:
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
@@ -74,6 +74,7 @@ class Tracker:
         tags = [RunTag("mixopt.status", status)] + ([RunTag("mixopt.error", error[-4000:])] if error else [])
         self.client.log_batch(mlflow_run_id, metrics=ms, tags=tags)
         self.client.set_terminated(mlflow_run_id, status="FINISHED" if status == "ok" else "FAILED")
+        return True
 
     def finish_job(self, parent: str, rec: dict[str, Any] | None, status: str = "FINISHED") -> None:
         from mlflow.entities import Metric
