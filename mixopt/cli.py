@@ -104,11 +104,10 @@ def submit(
                                                      "workdir).")] = None,
 ) -> None:
     """Validate a search spec, then run it: proxies on Ray, results in the job's run table and MLflow."""
-    from mixopt.search.driver import Search, check_runnable
+    from mixopt.search.driver import Search
     from mixopt.spec import SearchSpec
 
-    s = SearchSpec.from_yaml(spec)
-    check_runnable(s)
+    s = SearchSpec.from_yaml(spec)  # data sources are checked by prepare, before any job folder exists
     _run_search(Search(s, workdir=workdir, ray_address=address, tracking_uri=tracking_uri))
 
 

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from mixopt.errors import InputError
 from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation, mixture_dict
+from mixopt.optimizers.random_search import history_prior
 from mixopt.predictors import make_predictor
 from mixopt.runs import RunTable
 from mixopt.simplex import SamplerSettings, dirichlet, repetition_caps, sample_mixtures
@@ -66,10 +67,7 @@ class RegMix(OptimizerBase):
             if p.sum() <= 0:
                 raise InputError("optimizer.prior", "all prior shares are 0", "give positive token shares")
             return p / p.sum(), None
-        if history.prior is not None:
-            return history.prior, None
-        k = len(history.domains)
-        return np.full(k, 1.0 / k), "domain token counts unknown: the uniform mixture was used as the prior"
+        return history_prior(history)
 
     def caps(self, history: RunTable, prior: np.ndarray, target: TargetSpec | None
              ) -> tuple[np.ndarray | None, str | None]:

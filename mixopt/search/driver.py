@@ -86,7 +86,7 @@ class Search:
         store.set_meta("tracking_uri", self.tracking_uri)
         store.set_meta("state", "running")
         self.on_event("job", {"job_id": store.job_id, "path": str(store.path), "budget": self.spec.budget.runs,
-                              "done": len(store.frame().query("status != 'pending'")) if store.n_proposed() else 0})
+                              "done": store.n_finished()})
         tracker = self._tracker()
         parent = None
         if tracker is not None:
@@ -197,7 +197,7 @@ class Search:
         store, spec = self.store, self.spec
         assert store is not None
         start = store.n_proposed()
-        round_ = 0 if start == 0 else int(store.frame()["round"].max()) + 1
+        round_ = store.next_round()
         history = store.run_table()
         mixtures: list[tuple[dict[str, float], str]] = []
         for i in range(start, min(start + n, len(spec.include_mixtures))):
@@ -275,16 +275,4 @@ def submit(spec: SearchSpec | str | Path, **kw: Any) -> Recommendation:
     return Search(spec, **kw).run()
 
 
-def check_runnable(spec: SearchSpec) -> None:
-    """Cheap checks that need more than the spec itself (files exist), run before a job folder is made."""
-    from mixopt.data.sources import files_of
-
-    for name, dom in spec.dataset.domains.items():
-        for j, src in enumerate(dom.sources):
-            pattern = src.glob or src.docstrings
-            if pattern and not files_of(pattern):
-                raise InputError(f"dataset {spec.dataset.name}: domains.{name}.sources[{j}]",
-                                 f"no files match {pattern!r}", "fix the glob or remove the source")
-
-
-__all__ = ["DEFAULT_WORKDIR", "Search", "check_runnable", "submit"]
+__all__ = ["DEFAULT_WORKDIR", "Search", "submit"]

@@ -129,6 +129,15 @@ class JobStore:
         with self._db() as db:
             return int(db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0])
 
+    def n_finished(self) -> int:
+        with self._db() as db:
+            return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    def next_round(self) -> int:
+        with self._db() as db:
+            last = db.execute("SELECT MAX(round) FROM proposals").fetchone()[0]
+        return 0 if last is None else int(last) + 1
+
     def add_proposals(self, rows: list[PendingRun]) -> None:
         now = time.time()
         with self._db() as db:
@@ -160,13 +169,11 @@ class JobStore:
     def mark_mirrored(self, run_id: str) -> None:
         """The run's result reached MLflow; a driver killed before this line re-sends it on resume."""
         with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS mirrored (run_id TEXT PRIMARY KEY)")
             db.execute("INSERT OR IGNORE INTO mirrored VALUES (?)", (run_id,))
 
     def unmirrored(self) -> list[tuple[PendingRun, dict[str, Any]]]:
         """Finished runs whose result never reached MLflow, with the result as the driver recorded it."""
         with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS mirrored (run_id TEXT PRIMARY KEY)")
             rows = db.execute(
                 "SELECT p.run_id, p.idx, p.round, p.seed, p.weights, p.fidelity, p.source, r.status, r.metrics, "
                 "r.info, r.error FROM proposals p JOIN results r ON r.run_id = p.run_id "
