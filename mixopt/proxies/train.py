@@ -86,7 +86,7 @@ def train_proxy(spec: ProxySpec, weights: dict[str, float], train: dict[str, np.
         result.steps = step + 1
     result.tokens = result.steps * spec.batch_size * spec.seq_len
     result.train_loss = loss_val if math.isfinite(loss_val) else None
-    result.epochs = {d: n / max(1, len(train[d])) for d, n in sampler.tokens_read.items()}
+    result.epochs = sampler.epochs
     if result.status == "ok":
         result.losses = evaluate(model, val, spec)
         bad = [d for d, v in result.losses.items() if not math.isfinite(v)]
