@@ -106,10 +106,10 @@ def main() -> None:
         return
     print("| what | work | seconds | throughput |")
     print("|---|---|---|---|")
-    for name, r in (("prepare, byte tokenizer", byte), ("prepare, BPE 8192 (trained here)", bpe)):
+    for kind, name, r in (("byte", "prepare, byte tokenizer", byte), ("BPE", "prepare, BPE 8192 (trained here)", bpe)):
         print(f"| {name} | demo corpus, {r['tokens'] / 1e6:.1f}M tokens | {r['seconds']:.1f} "
               f"| {r['tokens_per_s'] / 1e6:.2f}M tokens/s |")
-        print(f"| re-run of the same prepare (no-op) | fingerprint only | {r['rerun_seconds']:.2f} | — |")
+        print(f"| re-run of the {kind} prepare (no-op) | fingerprint only | {r['rerun_seconds']:.2f} | — |")
     print(f"| mixture sampler, 7 domains, memory-mapped | {sampler['tokens'] / 1e6:.1f}M tokens in batches of "
           f"{sampler['batch']} | {sampler['seconds']:.2f} | {sampler['tokens_per_s'] / 1e6:.1f}M tokens/s |")
     st = disc["stages"]
