@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS results (
     info TEXT NOT NULL, error TEXT, finished_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tracking (run_id TEXT PRIMARY KEY, mlflow_run_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS mirrored (run_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS schedules (run_id TEXT PRIMARY KEY REFERENCES proposals(run_id), schedule TEXT NOT NULL);
 """
 
 
@@ -49,6 +50,7 @@ class PendingRun:
     weights: dict[str, float]
     fidelity: dict[str, float] | None
     source: str
+    schedule: dict[str, Any] | None = None  # a mixing schedule (online methods); None = the static mixture
 
 
 class JobStore:
@@ -80,12 +82,18 @@ class JobStore:
             found = sorted(jobs.glob("*/runs.sqlite"), key=lambda p: p.stat().st_mtime) if jobs.is_dir() else []
             if not found:
                 raise InputError(str(jobs), "no jobs here", "submit one with `mixopt submit SPEC` or pass --workdir")
-            return cls(found[-1].parent)
+            return cls(found[-1].parent)._migrated()
         for cand in (Path(job), jobs / job):
             if (cand / "runs.sqlite").is_file():
-                return cls(cand)
+                return cls(cand)._migrated()
         raise InputError(f"job {job}", f"not found under {jobs}",
                          "give a job id from `mixopt status` or a job folder path")
+
+    def _migrated(self) -> JobStore:
+        """Tables added since the job was created (all `IF NOT EXISTS`, so this is a no-op otherwise)."""
+        with self._db() as db:
+            db.executescript(SCHEMA)
+        return self
 
     @property
     def job_id(self) -> str:
@@ -145,6 +153,8 @@ class JobStore:
                 "INSERT INTO proposals VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r.run_id, r.idx, r.round, r.seed, json.dumps(r.weights),
                   json.dumps(r.fidelity) if r.fidelity else None, r.source, now) for r in rows])
+            db.executemany("INSERT INTO schedules VALUES (?, ?)",
+                           [(r.run_id, json.dumps(r.schedule)) for r in rows if r.schedule])
 
     def add_result(self, run_id: str, status: str, metrics: dict[str, float], info: dict[str, Any],
                    error: str | None) -> bool:
@@ -157,10 +167,11 @@ class JobStore:
     def pending(self) -> list[PendingRun]:
         with self._db() as db:
             rows = db.execute(
-                "SELECT p.run_id, p.idx, p.round, p.seed, p.weights, p.fidelity, p.source FROM proposals p "
-                "LEFT JOIN results r ON r.run_id = p.run_id WHERE r.run_id IS NULL ORDER BY p.idx").fetchall()
-        return [PendingRun(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None, r[6])
-                for r in rows]
+                "SELECT p.run_id, p.idx, p.round, p.seed, p.weights, p.fidelity, p.source, s.schedule "
+                "FROM proposals p LEFT JOIN results r ON r.run_id = p.run_id "
+                "LEFT JOIN schedules s ON s.run_id = p.run_id WHERE r.run_id IS NULL ORDER BY p.idx").fetchall()
+        return [PendingRun(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None, r[6],
+                           json.loads(r[7]) if r[7] else None) for r in rows]
 
     def set_tracking(self, run_id: str, mlflow_run_id: str) -> None:
         with self._db() as db:
