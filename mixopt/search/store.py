@@ -206,11 +206,13 @@ class JobStore:
         with self._db() as db:
             rows = db.execute(
                 "SELECT p.run_id, p.idx, p.round, p.seed, p.weights, p.fidelity, p.source, p.created_at, "
-                "r.status, r.metrics, r.info, r.error, r.finished_at FROM proposals p "
-                "LEFT JOIN results r ON r.run_id = p.run_id ORDER BY p.idx").fetchall()
+                "r.status, r.metrics, r.info, r.error, r.finished_at, s.schedule FROM proposals p "
+                "LEFT JOIN results r ON r.run_id = p.run_id LEFT JOIN schedules s ON s.run_id = p.run_id "
+                "ORDER BY p.idx").fetchall()
         domains = self.get_meta("domains") or []
         records = []
-        for (run_id, idx, rnd, seed, w, fid, source, created, status, metrics, info, error, finished) in rows:
+        for (run_id, idx, rnd, seed, w, fid, source, created, status, metrics, info, error, finished,
+             schedule) in rows:
             rec: dict[str, Any] = {"run_id": run_id, "idx": idx, "round": rnd, "seed": seed, "source": source}
             weights = json.loads(w)
             rec.update({f"w_{d}": float(weights.get(d, 0.0)) for d in domains or weights})
@@ -221,6 +223,10 @@ class JobStore:
             for k in ("seconds", "tokens", "params", "tokens_per_s", "train_loss", "steps"):
                 if k in extra:
                     rec[k] = extra[k]
+            # Online runs: what the schedule was, what it did, and the static mixture it amounts to.
+            rec["schedule"] = json.loads(schedule) if schedule else None
+            rec["trajectory"] = extra.get("trajectory")
+            rec["mean_weights"] = extra.get("mean_weights")
             rec["error"] = error
             rec["created_at"], rec["finished_at"] = created, finished
             records.append(rec)
