@@ -349,6 +349,42 @@ def optimizers() -> None:
 
 
 @app.command()
+def proxies(
+    files: Annotated[list[Path] | None, typer.Argument(help="Proxy specs to describe (default: the zoo, "
+                                                            "proxies/*.yaml beside this installation).")] = None,
+    vocab: Annotated[int, typer.Option(help="Vocabulary size to count embeddings with (257 = bytes).")] = 257,
+) -> None:
+    """The proxy zoo: parameters (total and active), FLOPs per token, budget and steps of each proxy spec."""
+    import yaml
+
+    from mixopt.proxies import model_size
+    from mixopt.spec import ProxySpec, _validate
+
+    if not files:
+        files = sorted((Path(__file__).resolve().parents[1] / "proxies").glob("*.yaml"))
+    t = Table(title=f"proxies (vocabulary {vocab:,})")
+    for c in ("file", "name", "kind", "layers×d", "params", "active", "non-emb", "MFLOP/tok", "tokens",
+              "steps", "batch×ctx"):
+        t.add_column(c, justify="left" if c in ("file", "name", "kind") else "right")
+    for f in files:
+        if not f.is_file():
+            raise InputError(str(f), "file not found", "give a proxy spec such as proxies/tiny.yaml")
+        spec = _validate(ProxySpec, yaml.safe_load(f.read_text()) or {}, f)
+        if spec.kind == "command":
+            t.add_row(f.name, spec.name, "command", "—", "—", "—", "—", "—", f"{spec.tokens:,}", "—", "—")
+            continue
+        size = model_size(spec, vocab)
+        t.add_row(f.name, spec.name, spec.kind, f"{spec.n_layer}×{spec.d_model}", _count(size.total),
+                  _count(size.active), _count(size.non_embedding), f"{size.flops_per_token / 1e6:.2f}",
+                  f"{spec.tokens:,}", f"{spec.steps:,}", f"{spec.batch_size}×{spec.seq_len}")
+    console.print(t)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+@app.command()
 def ui(workdir: WorkdirOpt = DEFAULT_WD,
        port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
        host: Annotated[str, typer.Option(help="Interface; keep 127.0.0.1 unless you mean to share it.")] = "127.0.0.1",

@@ -319,7 +319,8 @@ class Search:
             for k in ("seconds", "tokens_per_s", "train_loss"):
                 if isinstance(res.get(k), int | float):
                     shown[k] = float(res[k])
-            if self._safe(tracker.finish_proxy, mlflow_id, res["status"], shown, res.get("error")) is True:
+            if self._safe(tracker.finish_proxy, mlflow_id, res["status"], shown, res.get("error"), _series(res),
+                          int(res.get("steps") or 0)) is True:
                 self.store.mark_mirrored(p.run_id)
         return objective
 
@@ -331,6 +332,19 @@ class Search:
         for p, res in self.store.unmirrored():
             if p.run_id in tracked:
                 self._mirror(p, res, tracker, tracked[p.run_id])
+
+
+def _series(res: dict[str, Any]) -> list[tuple[str, float, int]]:
+    """Step-indexed metrics for MLflow charts: `loss_<domain>` along the eval curve and `mix_<domain>`, the
+    proportions in force at each step of the trajectory (online schedules), closed at the last step."""
+    out = [(f"loss_{d}", float(v), int(c["step"])) for c in res.get("curve") or [] for d, v in c["losses"].items()]
+    traj = res.get("trajectory") or []
+    if len(traj) > 1:
+        end = int(res.get("steps") or traj[-1]["step"])
+        for point in traj:
+            out += [(f"mix_{d}", float(w), int(point["step"])) for d, w in point["weights"].items()]
+        out += [(f"mix_{d}", float(w), end) for d, w in traj[-1]["weights"].items()]
+    return out
 
 
 def _one_row(weights: dict[str, float], metrics: dict[str, float]):

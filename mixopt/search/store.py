@@ -220,7 +220,7 @@ class JobStore:
             rec["status"] = status or "pending"
             rec.update(json.loads(metrics) if metrics else {})
             extra = json.loads(info) if info else {}
-            for k in ("seconds", "tokens", "params", "tokens_per_s", "train_loss", "steps"):
+            for k in ("seconds", "tokens", "params", "tokens_per_s", "train_loss", "steps", "batched"):
                 if k in extra:
                     rec[k] = extra[k]
             # Online runs: what the schedule was, what it did, and the static mixture it amounts to.
