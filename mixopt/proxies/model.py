@@ -251,7 +251,10 @@ class ProxyLM(nn.Module):
     def forward(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """idx: [K, B, T] token ids → logits [K, B, T, V] and the summed MoE balancing loss per proxy [K]."""
         K, B, T = idx.shape
-        x = self.embed[torch.arange(K, device=idx.device).view(K, 1, 1), idx]
+        # One embedding lookup into the K tables laid end to end: its backward is a dense scatter-add, ~3× faster
+        # here than the sort-based backward of advanced indexing.
+        offset = (torch.arange(K, device=idx.device) * self.vocab_size).view(K, 1, 1)
+        x = F.embedding(idx + offset, self.embed.view(K * self.vocab_size, -1))
         aux = x.new_zeros(K)
         for block in self.blocks:
             x, a = block(x, self.freqs)
