@@ -51,7 +51,8 @@ def load_pools(data: Path) -> dict[str, dict]:
     names = [c[2:] for c in rm.columns if c.startswith("w_")]
     regmix = RunTable(rm, token_counts=dict(zip(names, PRIOR, strict=True)), source="regmix 1M train+test")
     ol = pd.read_csv(data / "olmix" / "full_recomputation.csv")
-    ol = ol.assign(loss_bpb_mean=ol[[c for c in ol.columns if c.startswith("bpb_")]].mean(axis=1))
+    bpb = ol[[c for c in ol.columns if c.startswith("bpb_")]].mean(axis=1).rename("loss_bpb_mean")
+    ol = pd.concat([ol, bpb], axis=1)
     cols = [c for c in ol.columns if c.startswith("w_")]
     olmix = RunTable(ol, token_counts=dict(zip([c[2:] for c in cols], ol[cols].mean(axis=0), strict=True)),
                      source="olmix full_recomputation")

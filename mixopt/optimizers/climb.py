@@ -43,13 +43,14 @@ from mixopt.spec import TargetSpec
 log = logging.getLogger(__name__)
 
 #: CLIMB's predictor (METHODS.md §3b): LightGBM, regularised, shallow, early-stopped on a 10 % hold-out.
-CLIMB_LIGHTGBM = dict(reg_alpha=1.0, reg_lambda=1.0, max_depth=4, min_child_samples=5, valid_fraction=0.1)
+CLIMB_LIGHTGBM = dict(reg_alpha=1.0, reg_lambda=1.0, max_depth=4, valid_fraction=0.1)
+CLIMB_MIN_CHILD_SAMPLES = 5
 
 
 class ClimbSettings(SurrogateSettings):
     predictor: Literal["climb", "lightgbm", "linear", "gp", "ensemble"] = Field(
-        default="ensemble", description="climb = the paper's LightGBM (L1/L2 1.0, depth 4, early stopping on a "
-        "10% hold-out); ensemble = mean of lightgbm and gp (RegMix's default; benchmarks/climb_pool.py)")
+        default="ensemble", description="climb = the paper's LightGBM (L1/L2 1.0, depth 4, 5 runs a leaf, early "
+        "stopping on a 10% hold-out); ensemble = mean of lightgbm and gp (RegMix's default; benchmarks/climb_pool.py)")
     rounds: list[Annotated[int, Field(ge=1)]] = Field(
         default=[64, 32, 16], min_length=1, description="proxy runs per round (CLIMB: 64, 32, 16); rounds "
         "after the last repeat its size")
@@ -106,7 +107,8 @@ class Climb(SurrogateOptimizer):
             log.warning("climb round %d is proposed while runs of earlier rounds are pending; it uses the "
                         "finished ones only", r + 1)
         ok, y = earlier.usable(self.objective)
-        key = hashlib.sha256(f"{r}|{start}|{size}".encode() + ok.weights.tobytes() + y.tobytes()).hexdigest()
+        key = hashlib.sha256(f"{r}|{start}|{size}".encode() + ok.weights.tobytes() + y.tobytes() + prior.tobytes()
+                             + (caps.tobytes() if caps is not None else b"")).hexdigest()
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         model, _, _ = self._fit(earlier)
@@ -145,7 +147,8 @@ class Climb(SurrogateOptimizer):
         s = self.settings
         if s.predictor == "climb":
             return make_predictor("lightgbm", n_estimators=s.n_estimators, learning_rate=s.learning_rate,
-                                  seed=seed, **CLIMB_LIGHTGBM)
+                                  min_child_samples=s.min_child_samples or CLIMB_MIN_CHILD_SAMPLES, seed=seed,
+                                  **CLIMB_LIGHTGBM)
         return super()._model(seed)
 
     # ------------------------------------------------------------------------------------------ details
