@@ -115,8 +115,10 @@ def fit_cmr(R: np.ndarray, tokens: np.ndarray, delta_general: np.ndarray, delta_
             continue
         X = (T[rows] / token_unit)[:, None]
         shares.append(r)
-        gens.append(fit_law(GENERAL_FORM, X, g[rows], GRID, delta=delta, bootstrap=bootstrap, seed=seed + 2 * i))
-        doms.append(fit_law(DOMAIN_FORM, X, d[rows], GRID, delta=delta, bootstrap=bootstrap, seed=seed + 2 * i + 1))
+        gens.append(fit_law(GENERAL_FORM, X, g[rows], GRID, delta=delta, n_polish=3, bootstrap=bootstrap,
+                            seed=seed + 2 * i))
+        doms.append(fit_law(DOMAIN_FORM, X, d[rows], GRID, delta=delta, n_polish=3, bootstrap=bootstrap,
+                            seed=seed + 2 * i + 1))
     if len(shares) < 2:
         raise ValueError(f"the CMR law needs at least 2 domain shares with {min_points}+ checkpoints each, "
                          f"got {len(shares)}")

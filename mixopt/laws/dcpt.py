@@ -81,8 +81,8 @@ class DCPTLaws:
 
     @staticmethod
     def _X(N: float, D: float | np.ndarray, r: np.ndarray) -> np.ndarray:
-        r = np.atleast_1d(np.asarray(r, dtype=float))
-        return np.column_stack([np.full(len(r), float(N)), np.broadcast_to(np.asarray(D, dtype=float), r.shape), r])
+        r, D = np.broadcast_arrays(np.atleast_1d(np.asarray(r, dtype=float)), np.atleast_1d(np.asarray(D, dtype=float)))
+        return np.column_stack([np.full(len(r), float(N)), D, r])
 
     def loss_general(self, N: float, D: float | np.ndarray, r_d: np.ndarray | float) -> np.ndarray:
         return self.general.predict(self._X(N, D, 1.0 - np.atleast_1d(np.asarray(r_d, dtype=float))))

@@ -54,12 +54,15 @@ def mixture_keys(W: np.ndarray, tol: float = MATCH_TOL) -> tuple[np.ndarray, np.
     return (np.array(keys) if keys else np.zeros((0, W.shape[1] if W.ndim == 2 else 0))), idx
 
 
-def _at_tokens(tokens: np.ndarray, L: np.ndarray, target: float, min_checkpoints: int, delta: float | None
-               ) -> tuple[np.ndarray | None, bool]:
+def _at_tokens(tokens: np.ndarray, L: np.ndarray, target: float, min_checkpoints: int, delta: float | None,
+               smooth: bool, window: tuple[float, float] | None) -> tuple[np.ndarray | None, bool]:
     """One run's losses at `target` tokens: the measured checkpoint, else its step law. (None: cannot.)"""
     same = np.isclose(tokens, target, rtol=1e-6)
-    if same.any():
+    if same.any() and not smooth:
         return L[same].mean(axis=0), False
+    if window is not None:
+        inside = (tokens >= window[0]) & (tokens <= window[1])
+        tokens, L = tokens[inside], L[inside]
     if len(np.unique(tokens)) < min_checkpoints:
         return None, False
     order = np.argsort(tokens)
@@ -69,11 +72,14 @@ def _at_tokens(tokens: np.ndarray, L: np.ndarray, target: float, min_checkpoints
 
 def nested_predict(W: np.ndarray, params: np.ndarray, tokens: np.ndarray, L: np.ndarray, target_params: float | None,
                    target_tokens: float | None, size_delta: float | None = 0.02, step_delta: float | None = None,
-                   min_checkpoints: int = 3, min_sizes: int = 2) -> NestedPrediction:
+                   min_checkpoints: int = 3, min_sizes: int = 2, smooth_steps: bool = False,
+                   step_window: tuple[float, float] | None = None) -> NestedPrediction:
     """Predict every mixture's validation losses at (target_params, target_tokens) from proxy checkpoints.
 
     `target_tokens=None`: each run's last checkpoint is used (runs of one size should then share a budget);
-    `target_params=None`: no size law (the proxies must then be of one size).
+    `target_params=None`: no size law (the proxies must then be of one size). `smooth_steps`: use the step law
+    even where the target tokens were measured (the paper's pipeline; worse on 5Mix, see the module notes);
+    `step_window`: the token range the step laws are fitted on (the paper: steps 10k–30k).
     """
     W = np.asarray(W, dtype=float)
     L = np.asarray(L, dtype=float)
@@ -96,7 +102,8 @@ def nested_predict(W: np.ndarray, params: np.ndarray, tokens: np.ndarray, L: np.
             if not rows.any():
                 continue
             goal = target_tokens if target_tokens is not None else tokens[rows].max()
-            v, used = _at_tokens(tokens[rows], L[rows], goal, min_checkpoints, step_delta)
+            v, used = _at_tokens(tokens[rows], L[rows], goal, min_checkpoints, step_delta, smooth_steps,
+                                 step_window)
             if v is None:
                 skipped += 1
                 continue

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from mixopt.errors import InputError
 from mixopt.laws.mixing import fit_mixing_law, optimise_mixture
-from mixopt.laws.pipeline import MATCH_TOL, nested_predict
+from mixopt.laws.pipeline import MATCH_TOL, mixture_keys, nested_predict
 from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation, mixture_dict
 from mixopt.optimizers.law_common import completed_points, fidelity_values
 from mixopt.optimizers.random_search import history_prior
@@ -57,7 +57,7 @@ class MixingLawOptimizer(OptimizerBase):
         out: list[Proposal] = []
         ok = history.with_status("ok", "pending")
         if len(ok) and len(levels) > 1:  # complete mixtures run at only some levels
-            keys = np.unique(np.round(ok.weights, 9), axis=0)
+            keys, _ = mixture_keys(ok.weights, tol=1e-6)
             done = completed_points(history, history.domains, keys, levels)
             for m, w in enumerate(keys):
                 for f, lv in enumerate(levels):
