@@ -272,7 +272,7 @@ def report(result: dict) -> None:
         print(f"| {label} | {g['r2']:.4f} | {g['huber']:.2e} | {m['r2']:.4f} | {m['huber']:.2e} | {g['mae']:.4f} | "
               f"{m['mae']:.4f} |")
     u = d["usage1"]
-    print(f"\nusage 1 (N={u['target'][0]:.0e}, D={u['target'][1]:.0e}, T=3%): fitted r_d {u['fitted']:.3f}, "
+    print(f"\nusage 1 (N={u['target'][0]:.3g}, D={u['target'][1]:.3g}, T=3%): fitted r_d {u['fitted']:.3f}, "
           f"true {u['true']:.3f}")
     print(f"\n### CMR on synthetic runs (noise sd {c['noise_sd']})\n")
     print(f"per-share fits R²: general {min(c['r2_general']):.4f}–{max(c['r2_general']):.4f}, domain "

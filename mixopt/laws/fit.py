@@ -130,12 +130,14 @@ class FittedLaw:
         q = (1 - level) / 2
         return np.quantile(P, q, axis=0), np.quantile(P, 1 - q, axis=0)
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        """Parameters with their intervals, as plain floats (for recommendation details and reports)."""
-        out = {c: {"value": float(v), "fixed": 1.0} for c, v in self.form.constants.items()}
+    def summary(self) -> dict[str, dict[str, float | bool]]:
+        """Parameters (with 95% bootstrap intervals when bootstrapped) and the fixed scales, as plain floats."""
+        out: dict[str, dict[str, float | bool]] = {c: {"value": float(v), "fixed": True}
+                                                   for c, v in self.form.constants.items()}
         for p, v in self.params.items():
-            lo, hi = self.intervals.get(p, (float("nan"), float("nan")))
-            out[p] = {"value": float(v), "low": float(lo), "high": float(hi)}
+            out[p] = {"value": float(v)}
+            if p in self.intervals:
+                out[p]["low"], out[p]["high"] = (float(x) for x in self.intervals[p])
         return out
 
 

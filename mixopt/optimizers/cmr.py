@@ -20,7 +20,14 @@ from pydantic import Field
 from mixopt.errors import InputError
 from mixopt.laws.cmr import TOKEN_UNIT, fit_cmr, fit_cmr_scaling
 from mixopt.optimizers.base import Recommendation
-from mixopt.optimizers.law_common import TwoDomainOptimizer, TwoDomains, TwoDomainSettings, fidelity_values, levels_from
+from mixopt.optimizers.law_common import (
+    TwoDomainOptimizer,
+    TwoDomains,
+    TwoDomainSettings,
+    fidelity_values,
+    fit_notes,
+    levels_from,
+)
 from mixopt.runs import RunTable
 from mixopt.spec import TargetSpec
 
@@ -74,7 +81,7 @@ class CMR(TwoDomainOptimizer):
             raise InputError("target.tokens", "cmr needs the CPT token budget", "set target.tokens (or "
                              "optimizer.target_tokens)")
         ok = pair.usable(history)
-        notes = list(ok.notes)
+        notes = fit_notes(ok)
         if len(ok) == 0:
             raise InputError(history.source, "cmr needs successful runs", "train the proposed design")
         T = fidelity_values(ok, "tokens", required=True)

@@ -23,7 +23,14 @@ from pydantic import Field
 from mixopt.errors import InputError
 from mixopt.laws.dcpt import DCPTLaws, fit_dcpt_pair
 from mixopt.optimizers.base import Recommendation
-from mixopt.optimizers.law_common import TwoDomainOptimizer, TwoDomains, TwoDomainSettings, fidelity_values, levels_from
+from mixopt.optimizers.law_common import (
+    TwoDomainOptimizer,
+    TwoDomains,
+    TwoDomainSettings,
+    fidelity_values,
+    fit_notes,
+    levels_from,
+)
 from mixopt.runs import RunTable
 from mixopt.spec import TargetSpec
 
@@ -136,7 +143,7 @@ class DCPT(TwoDomainOptimizer):
         w[pair.j], w[1 - pair.j] = r, 1 - r
         rec = self._recommendation(w, history, predicted=pred_d,
                                    uncertainty=float(np.std(boot, ddof=1)) if len(boot) > 1 else None,
-                                   runs_used=ok.run_ids(), notes=list(ok.notes) + notes, details=details)
+                                   runs_used=ok.run_ids(), notes=fit_notes(ok) + notes, details=details)
         rec.objective = f"{pair.domain_loss} (domain loss at the target; general loss reported in details)"
         return rec
 

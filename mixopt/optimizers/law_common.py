@@ -131,6 +131,12 @@ class TwoDomains:
         return history.usable(ObjectiveSpec(metrics=[self.general_loss, self.domain_loss]))[0]
 
 
+def fit_notes(table: RunTable) -> list[str]:
+    """The run table's notes, less the one about repeated mixtures: a design repeats each mixture on purpose
+    (once per fidelity level)."""
+    return [n for n in table.notes if "repeat an earlier mixture" not in n]
+
+
 class TwoDomainSettings(NoSettings):
     general: str = Field(default="general", description="the general corpus (a domain of the run table)")
     domain: str = Field(default="domain", description="the target domain (the other domain of the run table)")

@@ -22,7 +22,7 @@ from mixopt.errors import InputError
 from mixopt.laws.mixing import fit_mixing_law, optimise_mixture
 from mixopt.laws.pipeline import MATCH_TOL, mixture_keys, nested_predict
 from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation, mixture_dict
-from mixopt.optimizers.law_common import completed_points, fidelity_values
+from mixopt.optimizers.law_common import completed_points, fidelity_values, fit_notes
 from mixopt.optimizers.random_search import history_prior
 from mixopt.runs import RunTable
 from mixopt.simplex import SamplerSettings, sample_mixtures
@@ -137,7 +137,7 @@ class MixingLawOptimizer(OptimizerBase):
         spread = [float(b.aggregate(w[None, :])[0]) for b in law.samples]
         uncertainty = float(np.std(spread, ddof=1)) if len(spread) > 1 else None
         fit_mae = float(np.abs(law.predict(nested.mixtures) - nested.losses).mean())
-        notes = list(ok.notes) + nested.notes
+        notes = fit_notes(ok) + nested.notes
         notes.append(f"mixing law fitted on {len(nested.mixtures)} mixtures × {len(cols)} loss column(s); "
                      f"in-sample MAE {fit_mae:.4f}")
         details: dict = {"law": law.summary(history.domains), "aggregation": "weights" if shares is not None
