@@ -390,3 +390,12 @@ def test_mixing_law_beats_linear_on_released_5mix_runs():
     W = W / W.sum(axis=1, keepdims=True)
     mix, lin = (np.abs(f(W, L.to_numpy()) - L.to_numpy()).mean() for f in (loo_mixing_law, loo_linear))
     assert mix < 0.04 and mix < 0.5 * lin  # measured 0.033 vs 0.087; the paper's range 0.024–0.035
+
+
+def test_design_counts_a_run_done_when_the_driver_trained_the_nearest_proxy():
+    """The driver trains the proxy nearest to a requested size and records its actual size."""
+    opt = get_optimizer("dcpt", ratios=[0.0, 0.5, 1.0], params_levels=[2e7, 8e7], tokens_levels=[1e9])
+    hist = RunTable(pd.DataFrame({"w_general": [1.0, 0.5], "w_domain": [0.0, 0.5], "fid_params": [2.31e7, 7.6e7],
+                                  "fid_tokens": [1e9, 1e9], "loss_general": [3.0, 3.1], "loss_domain": [4.0, 3.5]}))
+    todo = {(p.weights["domain"], p.fidelity["params"]) for p in opt.propose(hist, 4)}
+    assert todo == {(0.0, 8e7), (0.5, 2e7), (1.0, 2e7), (1.0, 8e7)}

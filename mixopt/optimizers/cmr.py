@@ -85,7 +85,7 @@ class CMR(TwoDomainOptimizer):
         if len(ok) == 0:
             raise InputError(history.source, "cmr needs successful runs", "train the proposed design")
         T = fidelity_values(ok, "tokens", required=True)
-        N = fidelity_values(ok, "params", required=False)
+        N = fidelity_values(ok, s.size_key, required=False)
         if np.isfinite(N).any():
             size = s.params or float(np.nanmax(N))
             keep = np.isclose(N, size, rtol=1e-6) | ~np.isfinite(N)

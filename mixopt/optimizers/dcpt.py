@@ -2,7 +2,8 @@
 
 propose: the paper's design — every domain share of `ratios` at every fidelity level (`params_levels` ×
 `tokens_levels`), design points the history already holds skipped. Each proposal carries its fidelity as
-{"params": N, "tokens": D}; the runs must come back with `fid_params` and `fid_tokens`.
+{"params": N, "tokens": D}; the runs must come back with `fid_params` (or the column `size_key` names) and
+`fid_tokens`.
 recommend: fit L_g(N, D, 1−r_d) and L_d(N, D, r_d) on the successful runs, then pick the domain share for the
 target N, D (target.params / target.tokens, or the settings):
 - usage "tradeoff" (default): the largest r_d whose general loss stays within (1 + tolerance)·the general loss
@@ -87,11 +88,11 @@ class DCPT(TwoDomainOptimizer):
         if len(ok) < s.min_runs:
             raise InputError(history.source, f"dcpt needs at least {s.min_runs} successful runs, has {len(ok)}",
                              "train the proposed design (several N, D and shares)")
-        N = fidelity_values(ok, "params", required=True)
+        N = fidelity_values(ok, s.size_key, required=True)
         D = fidelity_values(ok, "tokens", required=True)
         g, d = pair.losses(ok)
         r_d = ok.weights[:, pair.j]
-        for name, v in (("fid_params", N), ("fid_tokens", D)):
+        for name, v in ((f"fid_{s.size_key}", N), ("fid_tokens", D)):
             if len(np.unique(v)) < 2:
                 raise InputError(f"{history.source}: {name}", f"all runs share one {name[4:]} value",
                                  f"train proxies at 2+ values of {name[4:]} (params_levels / tokens_levels)")
@@ -137,7 +138,7 @@ class DCPT(TwoDomainOptimizer):
                                                          float(np.quantile(boot, 0.975))]
         notes.append(f"D-CPT laws fitted on {len(ok)} runs: R² general {laws.general.r2:.4f}, "
                      f"domain {laws.domain.r2:.4f}")
-        if n_t > 2 * fidelity_values(ok, "params", required=True).max():
+        if n_t > 2 * fidelity_values(ok, s.size_key, required=True).max():
             notes.append("the target is over twice the largest proxy: the law extrapolates in N")
         w = np.zeros(2)
         w[pair.j], w[1 - pair.j] = r, 1 - r

@@ -41,7 +41,9 @@ def factorial_design(domains: list[str], mixtures: np.ndarray, levels: Sequence[
     """The first n design points (mixture × fidelity level) not yet in the history, in a seeded random order.
 
     A point is in the history when a run (of any status but failed) has the same weights (within 1e-6) and
-    the same fidelity values. When the design is exhausted, it starts over (replicates average out noise).
+    its recorded fidelity is nearest to that level (log scale, per key): the driver trains the nearest proxy
+    to a requested size and records what it trained, which is rarely the requested number itself. When the
+    design is exhausted, it starts over (replicates average out noise).
     """
     levels = list(levels) or [{}]
     points = list(itertools.product(range(len(mixtures)), range(len(levels))))
@@ -60,7 +62,8 @@ def completed_points(history: RunTable, domains: list[str], mixtures: np.ndarray
         return set()
     live = (history.df["status"] != "failed").to_numpy()
     W = history.weights
-    fids = {k: fidelity_values(history, k, required=False) for lv in levels for k in lv}
+    nearest = {k: _nearest_level(fidelity_values(history, k, required=False), [lv[k] for lv in levels if k in lv])
+               for lv in levels for k in lv}
     done = set()
     for m, w in enumerate(mixtures):
         same_w = live & (np.abs(W - w[None, :]).max(axis=1) < 1e-6)
@@ -69,10 +72,20 @@ def completed_points(history: RunTable, domains: list[str], mixtures: np.ndarray
         for f, lv in enumerate(levels):
             same = same_w.copy()
             for k, v in lv.items():
-                same &= np.isclose(fids[k], v, rtol=1e-9)
+                same &= nearest[k] == v
             if same.any():
                 done.add((m, f))
     return done
+
+
+def _nearest_level(recorded: np.ndarray, values: list[float]) -> np.ndarray:
+    """Each recorded fidelity mapped to the nearest requested value on a log scale (NaN: none recorded)."""
+    vals = np.unique(np.asarray(values, dtype=float))
+    out = np.full(len(recorded), np.nan)
+    ok = np.isfinite(recorded) & (recorded > 0)
+    if ok.any() and (vals > 0).all():
+        out[ok] = vals[np.abs(np.log(recorded[ok])[:, None] - np.log(vals)[None, :]).argmin(axis=1)]
+    return out
 
 
 def levels_from(params: Sequence[float] | None, tokens: Sequence[float] | None) -> list[dict[str, float]]:
@@ -142,6 +155,8 @@ class TwoDomainSettings(NoSettings):
     domain: str = Field(default="domain", description="the target domain (the other domain of the run table)")
     general_loss: str | None = Field(default=None, description="general-loss column (default loss_<general>)")
     domain_loss: str | None = Field(default=None, description="domain-loss column (default loss_<domain>)")
+    size_key: str = Field(default="params", description="the fid_ column holding model size N: params (what the "
+                          "driver records), or e.g. a non-embedding count; targets are read in its units")
     delta: float = Field(default=1e-3, gt=0, description="Huber δ of the fits")
     bootstrap: int = Field(default=8, ge=0, description="refits on resampled runs for intervals")
 

@@ -32,8 +32,10 @@ from mixopt.spec import TargetSpec
 class MixingLawSettings(SamplerSettings):
     fidelities: list[dict[str, float]] = Field(default_factory=list, description="levels each proposed mixture "
                                                "is trained at, e.g. [{params: 2e7, tokens: 2e10}, ...]; empty: one")
-    target_params: float | None = Field(default=None, gt=0, description="non-embedding parameters to predict "
-                                        "for (default: the target's params); needs proxies at 2+ sizes")
+    size_key: str = Field(default="params", description="the fid_ column holding model size N: params (what the "
+                          "driver records), or e.g. a non-embedding count, which the size law prefers")
+    target_params: float | None = Field(default=None, gt=0, description="N to predict for, in size_key's units "
+                                        "(default: the target's params); needs proxies at 2+ sizes")
     target_tokens: float | None = Field(default=None, gt=0, description="training tokens to predict for "
                                         "(default: the target's tokens when the runs record fid_tokens)")
     size_delta: float | None = Field(default=0.02, gt=0, description="Huber δ of the size law (null: squares)")
@@ -114,7 +116,7 @@ class MixingLawOptimizer(OptimizerBase):
             raise InputError(history.source, f"mixing_law needs at least {K + 2} successful runs for {K} domains, "
                              f"has {len(ok)}", "train more proxies (raise budget.runs)")
         L = ok.df[cols].to_numpy(dtype=float)
-        params = fidelity_values(ok, "params", required=False, default=1.0)
+        params = fidelity_values(ok, s.size_key, required=False, default=1.0)
         tokens = fidelity_values(ok, "tokens", required=False, default=1.0)
         multi = len(np.unique(params)) > 1
         t_params = s.target_params or (target.params if target is not None else None)
