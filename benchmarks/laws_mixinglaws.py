@@ -6,8 +6,8 @@
    validation-weighted aggregate loss of the mixtures the 1B runs share with the proxies: the 410M loss as
    is, the size law (squares, and Huber δ = 0.02: the pipeline's default), the size law on step-law-smoothed
    losses, and the full nested pipeline (size law → mixing law). The column "410M from 70M–305M" runs the same
-   methods one size down, on every mixture — the held-out check that chose the pipeline's settings without
-   looking at the 1B runs.
+   methods one size down, on every mixture (a check that does not look at the 1B runs), and the correlation
+   across sizes of each checkpoint's deviation from its run's step law (why measured checkpoints are used).
 3. D-CPT and CMR on data generated from the laws with noise (the cpt-demo proxies are not built yet): in-sample
    R² and Huber, the error of predicting a held-out (larger) D and N, usage 1's ratio, and CMR recovery.
 
@@ -123,6 +123,35 @@ def size_table(data: dict, shares: np.ndarray, step: float = 20000) -> dict:
     return out
 
 
+def shared_checkpoint_noise(data: dict, shares: np.ndarray) -> dict:
+    """How much of a checkpoint's deviation from its run's step law the other sizes share (same mixture, step).
+
+    Per run, a step law is fitted to the aggregate loss over steps 10k–30k; the residuals of one mixture at one
+    step are compared across sizes. High correlation means the deviations come from the data order (shared by
+    every size, the target included), which is why measured checkpoints are not smoothed away.
+    """
+    from mixopt.laws.pipeline import mixture_keys
+    from mixopt.laws.scaling import fit_power_law
+
+    m = (data["step"] >= 10000) & (data["step"] <= 30000) & np.isin(data["size"], SIZES)
+    keys, idx = mixture_keys(data["W"][m])
+    size, step, agg = data["size"][m], data["step"][m], data["L"][m] @ shares
+    resid: dict = {}
+    for j in range(len(keys)):
+        for sz in SIZES:
+            r = (idx == j) & (size == sz)
+            if r.sum() < 4:
+                continue
+            law = fit_power_law(step[r], agg[r][None, :])
+            for st, e in zip(step[r], agg[r] - law.predict(step[r])[0], strict=True):
+                resid[(j, st, sz)] = e
+    table = pd.Series(resid).unstack()[list(SIZES)].dropna()
+    corr = table.corr().to_numpy()
+    pairs = corr[np.triu_indices(len(SIZES), 1)]
+    return {"checkpoints": len(table), "corr_min": float(pairs.min()), "corr_max": float(pairs.max()),
+            "sd": {sz: float(table[sz].std()) for sz in SIZES}}
+
+
 def _mae(pred: np.ndarray, obs: np.ndarray) -> dict:
     e = pred - obs
     return {"mae": float(np.abs(e).mean()), "bias": float(e.mean()), "n": int(len(e)), "errors": e.round(4).tolist()}
@@ -221,6 +250,7 @@ def main() -> None:
         data = load(args.data / file, shares)
         result["loo"][name] = loo_table(data)
         result["size"][name] = size_table(data, shares.to_numpy())
+        result.setdefault("shared_checkpoint_noise", {})[name] = shared_checkpoint_noise(data, shares.to_numpy())
     chosen = METHODS_1B[1]
     result["mae_1b_aggregate"] = {n: result["size"][n]["1B"][chosen]["mae"] for n in DATASETS}
     result["method_1b"] = chosen
@@ -257,6 +287,10 @@ def report(result: dict) -> None:
         print(f"| reference: {ref} | {v['5mix']} | {v['redpajama']} | | |")
     print(f"| goal | ≤ {GOAL_1B} | ≤ {GOAL_1B} | | |")
     print("| authors' published 1B predictions (100k steps) | 0.063, 0.110 (RedPajama default, optimised) | | | |")
+    for name, r in result["shared_checkpoint_noise"].items():
+        print(f"\n{name}: checkpoint deviations from each run's step law correlate {r['corr_min']:.2f}–"
+              f"{r['corr_max']:.2f} across sizes (same mixture and step, {r['checkpoints']} checkpoints; sd "
+              + ", ".join(f"{k} {v:.4f}" for k, v in r["sd"].items()) + ")")
     for name in DATASETS:
         print(f"\n{name} 1B errors per mixture ({result['method_1b']}): "
               f"{s[name]['1B'][result['method_1b']]['errors']}")
