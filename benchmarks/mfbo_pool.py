@@ -14,8 +14,8 @@ first reaches the pool's best run (mean ± sd over seeds).
 Methods: random search at the target level (a random order of the target rows); single-fidelity BO (mfbo
 mode single, qLogNEI on target rows only); RegMix (LightGBM on a random set of cheapest-level runs, then the
 target rows in order of prediction); multi-fidelity BO (mfbo, MES per cost). Also measured: the simplex
-transform the GP sees (sqrt, ilr, raw weights), as the Spearman ρ of the multi-fidelity GP's target-level
-prediction on held-out target runs, and optionally (--transforms) in the full loop.
+transform the GP sees (sqrt, ilr, raw weights): as the Spearman ρ of the multi-fidelity GP's target-level
+prediction on held-out target runs, and (raw weights; --transforms) as mf_bo[none] in the full loop.
 
     python benchmarks/mfbo_pool.py [--data DIR] [--seeds 5] [--quick] [--batch 2] [--transforms none,ilr] [--json]
 """
@@ -168,8 +168,8 @@ def best_at(pool: Pool, rows: list[int], checkpoints: list[float]) -> list[float
 
 
 def transform_probe(pool: Pool, seeds: list[int], n_target: int = 8) -> dict[str, tuple[float, float]]:
-    """Spearman ρ of the MF GP's target-level mean on held-out target runs, given every low-level run (up to
-    max_train) plus `n_target` random target runs, per transform."""
+    """Spearman ρ of the MF GP's target-level mean on held-out target runs, given the lower-level runs (bounded
+    to max_train as in a search) plus `n_target` random target runs, per transform."""
     from scipy.stats import spearmanr
 
     y = pool.table.df[pool.objective].to_numpy(float)
@@ -277,10 +277,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "benchmarks")
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="2 seeds, no transform probe")
+    ap.add_argument("--quick", action="store_true", help="2 seeds, no transform probe or raw-weight loop")
     ap.add_argument("--batch", type=int, default=2, help="proposals per round (parallel workers)")
     ap.add_argument("--datasets", default="regmix,admire_ift")
-    ap.add_argument("--transforms", default="", help="extra GP transforms to run in the full MF loop, e.g. none,ilr")
+    ap.add_argument("--transforms", default=None, help="other GP transforms to run in the full MF loop "
+                    "(default: none, i.e. raw weights; --quick: no extra loop)")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = ap.parse_args()
     import torch
@@ -297,7 +298,8 @@ def main() -> None:
         print(f"\n=== {name}: {len(pool.table)} pool runs, {int(pool.target_mask.sum())} at the target level; "
               f"level costs {[round(c, 4) for c in pool.level_cost]} (target = 1); best target run "
               f"{pool.table.run_ids()[pool.best_row]} ({pool.objective} = {y[pool.best_row]:.5g}); batch {args.batch}")
-        methods = run_methods(pool, seeds, args.batch, [t for t in args.transforms.split(",") if t])
+        extra = args.transforms if args.transforms is not None else ("" if args.quick else "none")
+        methods = run_methods(pool, seeds, args.batch, [t for t in extra.split(",") if t])
         res = report_costs(pool, methods, len(seeds))
         report_curves(pool, methods, res)
         ds: dict = {"pool_runs": len(pool.table), "target_runs": int(pool.target_mask.sum()),
@@ -307,7 +309,7 @@ def main() -> None:
         ds["recommendation"] = report_recommendation(pool, methods["mf_bo"]["recs"])
         if not args.quick:
             probe = transform_probe(pool, seeds[:3])
-            print("\nsimplex transform (MF GP on every low-level run + 8 target runs → Spearman ρ on the held-out "
+            print("\nsimplex transform (MF GP on the lower-level runs + 8 target runs → Spearman ρ on the held-out "
                   "target runs, mean ± sd over 3 draws): " + ", ".join(f"{t} {m:.3f} ± {s:.3f}"
                                                                      for t, (m, s) in probe.items()))
             ds["transform_probe_spearman"] = {t: m for t, (m, _) in probe.items()}

@@ -121,12 +121,27 @@ def test_resume_gives_the_same_next_proposal_and_pending_runs_count():
     mfbo_module._FIT_CACHE.clear()  # a new process: nothing memoised
     b = get_optimizer("mfbo", seed=5, objective="loss_x", fidelities=LEVELS, **FAST).propose(hist, 2)
     assert a == b
+    assert opt_rec(hist) == opt_rec(hist)
     # The first proposal, now pending, is not proposed again.
     W = np.vstack([hist.weights, [[a[0].weights[d] for d in DOMAINS]]])
     params = hist.df["fid_params"].tolist() + [a[0].fidelity["params"]]
     pending = table(W, params, status=["ok"] * len(hist) + ["pending"])
     c = get_optimizer("mfbo", seed=5, objective="loss_x", fidelities=LEVELS, **FAST).propose(pending, 1)
     assert c[0] != a[0]
+
+
+def opt_rec(hist: RunTable) -> tuple:
+    rec = get_optimizer("mfbo", seed=5, objective="loss_x", fidelities=LEVELS, **FAST).recommend(hist)
+    return rec.weights, rec.details["acquisition_best"]["weights"]
+
+
+def test_single_mode_without_fidelities_is_plain_bo():
+    hist = history()
+    hist.df.drop(columns="fid_params", inplace=True)
+    opt = get_optimizer("mfbo", seed=0, objective="loss_x", mode="single", **FAST)
+    props = opt.propose(hist, 3)
+    assert len(props) == 3 and all(p.fidelity is None for p in props)
+    assert opt.recommend(hist).details["acquisition"] == "qlognei"
 
 
 def test_pending_runs_shrink_the_uncertainty_where_they_will_land():

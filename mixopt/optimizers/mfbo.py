@@ -423,7 +423,9 @@ class MFBO(OptimizerBase):
         X = sur.inputs(W)
         m, sd = sur.mean_sd(X)
         i_mean = int(np.argmax(m))
-        acq = self._acq_values(sur, X, X, data)
+        with torch.random.fork_rng():  # MES samples max values: seeded, so a rerun recommends the same
+            torch.manual_seed(int(self.rng(history, "recommend").integers(2**31)))
+            acq = self._acq_values(sur, X, X, data)
         i_acq = int(np.argmax(acq))
         details: dict[str, Any] = {
             "mode": self.settings.mode, "surrogate": sur.kind, "transform": self.settings.transform,
@@ -579,6 +581,7 @@ class MFBO(OptimizerBase):
                 ) -> list[int]:
         """Greedy batch of `n` candidate indices; random at the cheapest level until n_init runs exist."""
         s = self.settings
+        n = min(n, len(W))
         data = self._data(history, levels)
         rng = self.rng(history, "choose")
         if len(data.y) + len(data.pending_W) < s.n_init or len(data.y) < 2:
