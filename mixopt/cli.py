@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -325,6 +326,16 @@ def _print_recommendation(rec: dict[str, Any], path: Path | None) -> None:
         unc = f" ± {rec['uncertainty']:.4f}" if rec.get("uncertainty") is not None else ""
         console.print(f"predicted objective: [bold]{rec['predicted']:.4f}[/]{unc}  "
                       f"(from {len(rec.get('runs_used', []))} runs)")
+    clusters = (rec.get("details") or {}).get("clusters")
+    if clusters:  # discovered domains (climb with `manifest`): what each cluster holds, next to its weight
+        ct = Table(title="the clusters", show_lines=True)
+        for c in ("domain", "weight", "documents", "top terms", "example"):
+            ct.add_column(c, justify="right" if c in ("weight", "documents") else "left", overflow="fold")
+        for d, c in clusters.items():
+            example = escape(c["examples"][0][:120]) if c.get("examples") else ""  # snippets may hold [markup]
+            ct.add_row(d, f"{c['weight']:.4f}", f"{c['documents']:,}", escape(", ".join(c["top_terms"][:8])),
+                       example)
+        console.print(ct)
     for n in rec.get("notes", []):
         console.print(f"  • {n}", highlight=False)
     if path:
@@ -346,6 +357,42 @@ def optimizers() -> None:
         settings = ", ".join(f"{k}={f.default}" for k, f in cls.Settings.model_fields.items()) or "—"
         t.add_row(name, doc.split(":", 1)[-1].strip(), settings)
     console.print(t)
+
+
+@app.command()
+def proxies(
+    files: Annotated[list[Path] | None, typer.Argument(help="Proxy specs to describe (default: the zoo, "
+                                                            "proxies/*.yaml beside this installation).")] = None,
+    vocab: Annotated[int, typer.Option(help="Vocabulary size to count embeddings with (257 = bytes).")] = 257,
+) -> None:
+    """The proxy zoo: parameters (total and active), FLOPs per token, budget and steps of each proxy spec."""
+    import yaml
+
+    from mixopt.proxies import model_size
+    from mixopt.spec import ProxySpec, _validate
+
+    if not files:
+        files = sorted((Path(__file__).resolve().parents[1] / "proxies").glob("*.yaml"))
+    t = Table(title=f"proxies (vocabulary {vocab:,})")
+    for c in ("file", "name", "kind", "layers×d", "params", "active", "non-emb", "MFLOP/tok", "tokens",
+              "steps", "batch×ctx"):
+        t.add_column(c, justify="left" if c in ("file", "name", "kind") else "right")
+    for f in files:
+        if not f.is_file():
+            raise InputError(str(f), "file not found", "give a proxy spec such as proxies/tiny.yaml")
+        spec = _validate(ProxySpec, yaml.safe_load(f.read_text()) or {}, f)
+        if spec.kind == "command":
+            t.add_row(f.name, spec.name, "command", "—", "—", "—", "—", "—", f"{spec.tokens:,}", "—", "—")
+            continue
+        size = model_size(spec, vocab)
+        t.add_row(f.name, spec.name, spec.kind, f"{spec.n_layer}×{spec.d_model}", _count(size.total),
+                  _count(size.active), _count(size.non_embedding), f"{size.flops_per_token / 1e6:.2f}",
+                  f"{spec.tokens:,}", f"{spec.steps:,}", f"{spec.batch_size}×{spec.seq_len}")
+    console.print(t)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
 
 
 @app.command()

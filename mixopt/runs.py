@@ -5,6 +5,8 @@ Columns, by convention (the same as the released benchmark CSVs, so they load as
 - `loss_<domain>`: validation loss measured on a domain (not necessarily one that is trained on);
 - `fid_<name>`: fidelity of the run (e.g. `fid_tokens`, `fid_params`), optional;
 - `status`: `ok`, `failed` or `pending` (absent means every row is `ok`);
+- online runs (job store only): `schedule` (the mixing schedule's dict), `trajectory` ([{step, weights}] at
+  every change) and `mean_weights` (proportions averaged over training steps);
 - anything else (run_id, seed, timings, error text) is carried along untouched.
 
 Optimizers only ever see a RunTable; they never talk to the job store or to MLflow.
@@ -118,6 +120,10 @@ class RunTable:
 
     def with_status(self, *statuses: str) -> RunTable:
         return self._subset(self.df["status"].isin(statuses).to_numpy())
+
+    def head(self, n: int) -> RunTable:
+        """The first `n` runs, in the order they were proposed."""
+        return self._subset(np.arange(len(self.df)) < n)
 
     def _subset(self, mask: np.ndarray) -> RunTable:
         sub = RunTable.__new__(RunTable)

@@ -235,28 +235,66 @@ def _check_under_roots(pattern: str, allowed: list[Path], where: str) -> None:
 
 
 class ProxySpec(_Strict):
-    """A small decoder-only LM and its training budget (the fidelity)."""
+    """A proxy: a small decoder-only LM (dense or MoE) and its training budget, or a user's own trainer.
+
+    `tokens` is the training budget per run and the usual fidelity knob. `kind: command` hands the run to an
+    external trainer (Megatron-LM, torchtitan, …): see `command`.
+    """
 
     name: str = "tiny"
-    kind: Literal["dense"] = "dense"
+    kind: Literal["dense", "moe", "command"] = "dense"
     n_layer: int = Field(default=2, ge=1)
     n_head: int = Field(default=4, ge=1)
     d_model: int = Field(default=64, ge=8)
+    d_ff: int | None = Field(default=None, ge=8, description="SwiGLU hidden size (default ≈ 8/3·d_model)")
     seq_len: int = Field(default=128, ge=8)
     batch_size: int = Field(default=16, ge=1)
     tokens: int = Field(default=300_000, gt=0, description="training tokens per proxy run (the fidelity)")
+    # --- mixture of experts (kind: moe)
+    n_experts: int = Field(default=8, ge=2, description="routed experts per MoE layer")
+    top_k: int = Field(default=2, ge=1, description="experts each token is routed to")
+    n_shared_experts: int = Field(default=0, ge=0, description="always-on experts (DeepSeekMoE style)")
+    expert_d_ff: int | None = Field(default=None, ge=8, description="hidden size of one expert (default d_ff)")
+    capacity_factor: float | None = Field(default=None, gt=0,
+                                          description="null = dropless; else tokens over capacity are dropped")
+    aux_loss_coef: float = Field(default=0.01, ge=0, description="weight of the load-balancing loss")
+    # --- optimisation
     lr: float = Field(default=3e-3, gt=0)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_frac: float = Field(default=0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
     warmup_frac: float = Field(default=0.1, ge=0, lt=1)
     weight_decay: float = Field(default=0.1, ge=0)
     grad_clip: float = Field(default=1.0, gt=0)
     eval_windows: int = Field(default=32, ge=1, description="validation windows of seq_len per domain")
+    eval_every: int | None = Field(default=None, ge=1, description="also evaluate every N steps (a curve)")
+    # --- execution
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="auto = bf16 autocast on GPU, float32 on CPU")
+    compile: bool = Field(default=False, description="torch.compile the model (GPU; little gain on CPU)")
+    proxies_per_task: int = Field(default=1, ge=1,
+                                  description="mixtures trained together as one batched model per Ray task")
     num_cpus: float = Field(default=1, gt=0, description="Ray CPUs per proxy task; also torch threads")
     num_gpus: float = Field(default=0, ge=0, description="Ray GPUs per proxy task (fractions share a GPU)")
+    # --- external trainer (kind: command)
+    command: list[str] | None = Field(
+        default=None, description="argument list; placeholders {mixture_json} {metrics_json} {run_dir} {seed} "
+        "{tokens} are filled in (never run through a shell)")
+    timeout_s: float | None = Field(default=None, gt=0, description="wall-clock limit of one run")
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> ProxySpec:
-        if self.d_model % self.n_head:
-            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
+    def _consistent(self) -> ProxySpec:
+        if self.kind == "command":
+            if not self.command:
+                raise ValueError("kind: command needs `command`, an argument list such as "
+                                 "[python, train.py, --mixture, '{mixture_json}', --out, '{metrics_json}']")
+            return self
+        if self.command:
+            raise ValueError(f"`command` is only used with kind: command (this proxy is kind: {self.kind})")
+        if self.d_model % self.n_head or (self.d_model // self.n_head) % 2:
+            raise ValueError(f"d_model ({self.d_model}) must be n_head ({self.n_head}) × an even head size")
+        if self.kind == "moe" and self.top_k > self.n_experts:
+            raise ValueError(f"top_k ({self.top_k}) cannot exceed n_experts ({self.n_experts})")
         if self.steps < 1:
             raise ValueError("tokens must cover at least one batch (batch_size × seq_len)")
         return self
@@ -264,6 +302,14 @@ class ProxySpec(_Strict):
     @property
     def steps(self) -> int:
         return self.tokens // (self.batch_size * self.seq_len)
+
+    @property
+    def ffn_hidden(self) -> int:
+        return self.d_ff or int(8 * self.d_model / 3 + 7) // 8 * 8
+
+    @property
+    def expert_hidden(self) -> int:
+        return self.expert_d_ff or self.ffn_hidden
 
 
 # --------------------------------------------------------------------------------------------- objective
@@ -435,6 +481,8 @@ class SearchSpec(_Strict):
     name: str = Field(default="search", pattern=r"^[A-Za-z0-9_.-]+$")
     dataset: DatasetSpec
     proxy: ProxySpec = ProxySpec()
+    fidelities: list[ProxySpec] = Field(
+        default_factory=list, description="other proxies (sizes/budgets) a multi-fidelity optimizer may pick")
     optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(name="random"))
     objective: ObjectiveSpec = ObjectiveSpec()
     target: TargetSpec | None = None
@@ -452,10 +500,19 @@ class SearchSpec(_Strict):
         domains = list(self.dataset.domains)
         for i, mix in enumerate(self.include_mixtures):
             check_mixture(mix, domains, where=f"include_mixtures[{i}]")
+        names = [p.name for p in self.proxies]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"proxy names must be unique across proxy and fidelities; repeated: {dup}")
         for m in self.objective.metrics or []:
             if m.removeprefix("loss_") not in domains:
                 raise ValueError(f"objective metric {m!r} names no domain of the dataset; domains: {domains}")
         return self
+
+    @property
+    def proxies(self) -> list[ProxySpec]:
+        """Every proxy this search may train: the default `proxy` first, then the `fidelities`."""
+        return [self.proxy, *self.fidelities]
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpec:
@@ -468,6 +525,9 @@ class SearchSpec(_Strict):
                 raw[key] = loader(ref)
             elif key == "dataset" and isinstance(raw.get(key), dict):
                 raw[key] = _validate(DatasetSpec, raw[key], path, prefix="dataset").resolved(base, f"{path}: dataset")
+        if isinstance(raw.get("fidelities"), list):
+            raw["fidelities"] = [_load_proxy((base / f).resolve()) if isinstance(f, str) else f
+                                 for f in raw["fidelities"]]
         return _validate(cls, raw, path)
 
     def to_yaml(self) -> str:

@@ -135,13 +135,17 @@ def opt_rec(hist: RunTable) -> tuple:
     return rec.weights, rec.details["acquisition_best"]["weights"]
 
 
-def test_single_mode_without_fidelities_is_plain_bo():
+@pytest.mark.parametrize("mode", ["single", "multi"])
+def test_without_fidelity_levels_it_is_plain_bo(mode):
+    """No levels listed (a search with one proxy): qLogNEI on every run, proposals at the search's proxy."""
     hist = history()
     hist.df.drop(columns="fid_params", inplace=True)
-    opt = get_optimizer("mfbo", seed=0, objective="loss_x", mode="single", **FAST)
+    opt = get_optimizer("mfbo", seed=0, objective="loss_x", mode=mode, **FAST)
+    assert all(p.fidelity is None for p in opt.propose(RunTable.empty(DOMAINS, COUNTS), 2))
     props = opt.propose(hist, 3)
     assert len(props) == 3 and all(p.fidelity is None for p in props)
-    assert opt.recommend(hist).details["acquisition"] == "qlognei"
+    rec = opt.recommend(hist)
+    assert rec.details["acquisition"] == "qlognei" and len(rec.runs_used) == len(hist)
 
 
 def test_pending_runs_shrink_the_uncertainty_where_they_will_land():
@@ -171,8 +175,6 @@ def test_bad_settings_are_clear_errors():
         get_optimizer("mfbo", fidelities=LEVELS, costs=[1.0])
     with pytest.raises(InputError, match="costliest"):
         get_optimizer("mfbo", objective="loss_x", fidelities=LEVELS, target=0).propose(history(), 1)
-    with pytest.raises(InputError, match="fidelities"):
-        get_optimizer("mfbo", objective="loss_x").propose(RunTable.empty(DOMAINS, COUNTS), 1)
     with pytest.raises(ValueError, match="no setting"):
         get_optimizer("mfbo", fidelity=LEVELS)
 
@@ -186,3 +188,24 @@ def test_measured_costs_come_from_finished_runs():
     fresh = mfbo_module.resolve_levels(opt.settings, RunTable.empty(DOMAINS, COUNTS))
     np.testing.assert_allclose(fresh.scale, [0.1, 1.0])
     assert fresh.notes
+
+
+def test_runs_recorded_by_the_driver_map_back_to_their_levels():
+    """The driver trains the proxy nearest to a proposal's fidelity and records what it trained: level index,
+    actual parameters, tokens and FLOPs. Those rows must land on the level that asked for them."""
+    rng = np.random.default_rng(0)
+    W = rng.dirichlet(np.ones(4), 6)
+    hist = table(W, [0.84e6, 0.84e6, 0.84e6, 0.84e6, 0.9e7, 0.9e7])
+    hist.df["fid_level"] = [0, 0, 0, 0, 1, 1]
+    hist.df["fid_tokens"] = [2e6] * 4 + [5e7] * 2
+    hist.df["fid_flops"] = 6 * hist.df["fid_params"] * hist.df["fid_tokens"]
+    for levels in (LEVELS, [{"level": 0}, {"level": 1}]):
+        opt = get_optimizer("mfbo", objective="loss_x", fidelities=levels)
+        lv = mfbo_module.resolve_levels(opt.settings, hist)
+        assert lv.of(hist).tolist() == [0, 0, 0, 0, 1, 1]
+        np.testing.assert_allclose(lv.scale, [0.84e6 * 2e6 / (0.9e7 * 5e7), 1.0])  # the recorded FLOPs
+    far = table(W[:1], [5e7])  # a proxy 5x larger than any level is not silently taken for the target
+    by_params = get_optimizer("mfbo", objective="loss_x", fidelities=LEVELS)
+    assert mfbo_module.resolve_levels(by_params.settings, hist).of(far).tolist() == [-1]
+    with pytest.raises(ValueError, match="index"):
+        get_optimizer("mfbo", fidelities=[{"level": 0.5}, {"level": 1}])

@@ -18,24 +18,32 @@ class MixtureSampler:
 
     def __init__(self, train: dict[str, np.ndarray], weights: dict[str, float], seq_len: int,
                  batch_size: int, seed: int) -> None:
-        unknown = sorted(set(weights) - set(train))
-        if unknown:
-            raise InputError("mixture", f"weights name domain(s) {unknown} the prepared data lacks "
-                             f"(it has {list(train)})", "use the dataset's domain names")
-        self.domains = [d for d in train if weights.get(d, 0.0) > 0]
-        if not self.domains:
-            raise InputError("mixture", "the mixture puts no weight on any domain", "give some domain a weight")
-        p = np.array([weights[d] for d in self.domains], dtype=float)
-        self.p = p / p.sum()
-        self.arrays = [train[d] for d in self.domains]
-        for d, a in zip(self.domains, self.arrays, strict=True):
-            if len(a) <= seq_len + 1:
-                raise InputError(f"domain {d}", f"{len(a)} training tokens, fewer than one sequence of "
-                                 f"{seq_len + 1}", "add documents to the domain or shorten seq_len")
+        self.train = train
         self.seq_len, self.batch_size = seq_len, batch_size
         self.rng = np.random.default_rng(seed)
-        self.tokens_read = dict.fromkeys(self.domains, 0)
+        self.tokens_read: dict[str, int] = {}
         self._offsets = np.arange(seq_len + 1)
+        self.last_domains: list[str] = []  # domain of each row of the latest batch
+        self.set_weights(weights)
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Change the proportions from the next batch on (mixing schedules); the random stream continues."""
+        unknown = sorted(set(weights) - set(self.train))
+        if unknown:
+            raise InputError("mixture", f"weights name domain(s) {unknown} the prepared data lacks "
+                             f"(it has {list(self.train)})", "use the dataset's domain names")
+        domains = [d for d in self.train if weights.get(d, 0.0) > 0]
+        if not domains:
+            raise InputError("mixture", "the mixture puts no weight on any domain", "give some domain a weight")
+        for d in domains:
+            if len(self.train[d]) <= self.seq_len + 1:
+                raise InputError(f"domain {d}", f"{len(self.train[d])} training tokens, fewer than one sequence "
+                                 f"of {self.seq_len + 1}", "add documents to the domain or shorten seq_len")
+        p = np.array([weights[d] for d in domains], dtype=float)
+        self.domains, self.p = domains, p / p.sum()
+        self.arrays = [self.train[d] for d in domains]
+        for d in domains:
+            self.tokens_read.setdefault(d, 0)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         T = self.seq_len
@@ -48,13 +56,14 @@ class MixtureSampler:
             # One fancy index per domain: a gather of whole windows, memory-mapped or not.
             rows[at] = a[starts[:, None] + self._offsets]
             self.tokens_read[self.domains[k]] += T * len(at)
+        self.last_domains = [self.domains[k] for k in which]
         t = torch.from_numpy(rows)
         return t[:, :-1], t[:, 1:]
 
     @property
     def epochs(self) -> dict[str, float]:
         """Passes over each domain's training tokens so far."""
-        return {d: n / len(a) for (d, n), a in zip(self.tokens_read.items(), self.arrays, strict=True)}
+        return {d: n / len(self.train[d]) for d, n in self.tokens_read.items()}
 
 
 def validation_windows(val: np.ndarray, seq_len: int, max_windows: int) -> torch.Tensor:

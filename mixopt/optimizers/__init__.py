@@ -18,6 +18,7 @@ _BUILTIN = {
     "uniform": "mixopt.optimizers.uniform:Uniform",
     "natural": "mixopt.optimizers.natural:Natural",
     "regmix": "mixopt.optimizers.regmix:RegMix",
+    "climb": "mixopt.optimizers.climb:Climb",
     "mfbo": "mixopt.optimizers.mfbo:MFBO",
 }
 

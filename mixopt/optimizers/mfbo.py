@@ -24,8 +24,10 @@ mixtures so far (live), or the rows of a run table (pool mode, ADMIRE's protocol
 each chosen point and each pending run of the history is added as a believer observation (its posterior mean), which
 shrinks the variance around it so the next pick goes elsewhere (qLogNEI integrates over pending points itself).
 
-Cost. Per level: given (`costs`), measured (mean `seconds` of the history's finished runs at that level, once
-every level has one), or FLOPs-based 6·params·tokens (a level that names only one of them is costed by that one).
+Cost. Per level: given (`costs`); measured (`cost_model: measured`: mean `seconds` of the history's finished runs
+at that level, once every level has one); else FLOPs: the mean `fid_flops` the driver recorded for the runs at
+each level (once every level has a run, pending ones included), before that 6·params·tokens from the level's
+mapping (a level that names only one of them is costed by that one; `flops` is taken as given).
 
 Purity and speed. Everything is a function of the run table and the seed. Kernel hyper-parameters are refitted only
 when the usable history has grown by `refit_growth` since the last refit point, on that prefix of the history, and
@@ -51,7 +53,7 @@ from pydantic import Field, model_validator
 from mixopt.errors import InputError
 from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation, mixture_dict
 from mixopt.optimizers.pool import unused_rows
-from mixopt.optimizers.regmix import CapSettings, resolve_caps, resolve_prior
+from mixopt.optimizers.surrogate import CapSettings, resolve_caps, resolve_prior
 from mixopt.predictors.gp import embed
 from mixopt.runs import RunTable
 from mixopt.simplex import dirichlet, sample_mixtures
@@ -68,8 +70,9 @@ class MFBOSettings(CapSettings):
     mode: Literal["multi", "single"] = Field(default="multi", description="multi: choose mixture and fidelity "
                                              "(MES/KG per cost); single: qLogNEI at the target fidelity only")
     fidelities: list[dict[str, float]] | None = Field(
-        default=None, description="the levels a proposal may use, e.g. [{params: 1e6}, {params: 6e7}]; keys are "
-        "the run table's fid_<name> columns; null: the distinct fidelities of the pool (pool mode)")
+        default=None, description="the levels a proposal may use, e.g. [{level: 0}, {level: 1}] (the search's "
+        "proxy, then its `fidelities:`) or [{params: 1e6}, {params: 6e7}] (nearest proxy) or with tokens; keys "
+        "match the run table's fid_<name> columns; null: the distinct fidelities of the pool (pool mode)")
     costs: list[float] | None = Field(default=None, description="cost of one run at each level (any unit)")
     cost_model: Literal["flops", "measured"] = Field(
         default="flops", description="without costs: 6·params·tokens, or the mean `seconds` of finished runs")
@@ -97,7 +100,9 @@ class MFBOSettings(CapSettings):
                 raise ValueError("fidelities must list at least one level, each a non-empty mapping")
             for f in self.fidelities:
                 for k, v in f.items():
-                    if not (math.isfinite(v) and v > 0):
+                    if k == "level" and not (v >= 0 and float(v).is_integer()):
+                        raise ValueError(f"fidelity level {v} must be an index (0, 1, ...) into the search's proxies")
+                    if k != "level" and not (math.isfinite(v) and v > 0):
                         raise ValueError(f"fidelity value {k}={v} must be a positive number")
             if not -len(self.fidelities) <= self.target < len(self.fidelities):
                 raise ValueError(f"target {self.target} is not an index into the {len(self.fidelities)} fidelities")
@@ -126,22 +131,33 @@ class Levels:
         return self.costs / self.costs[self.target]
 
     def of(self, table: RunTable) -> np.ndarray:
-        """Level index of each row (-1: the row's fid_ columns match no level)."""
-        out = np.full(len(table), -1)
+        """Level of each row from its fid_ columns (-1: none). `level` must match exactly; numeric keys (params,
+        tokens, ...) pick the nearest level on a log scale, within a factor of 3 — the driver trains the proxy
+        nearest to the asked-for size and records what it actually trained (e.g. fid_params = 0.84e6 for a
+        level asking for 1e6)."""
+        dist = np.full((len(self.values), len(table)), np.inf)
         for j, lv in enumerate(self.values):
-            hit = np.ones(len(table), dtype=bool)
+            d = np.zeros(len(table))
             for k, v in lv.items():
                 col = f"fid_{k}"
                 if col not in table.df.columns:
-                    hit[:] = False
+                    d[:] = np.inf
                     break
                 x = pd.to_numeric(table.df[col], errors="coerce").to_numpy(dtype=float)
-                hit &= np.isclose(x, v, rtol=1e-6, atol=0)
-            out[hit & (out < 0)] = j
-        return out
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    dk = (np.where(np.isclose(x, v), 0.0, np.inf) if k == "level"
+                          else np.abs(np.log(np.where(x > 0, x, np.nan) / v)))
+                d = np.maximum(d, np.where(np.isfinite(dk), dk, np.inf))
+            dist[j] = d
+        if len(table) == 0:
+            return np.zeros(0, dtype=int)
+        best = np.argmin(dist, axis=0)
+        return np.where(dist[best, np.arange(len(table))] <= np.log(3.0), best, -1)
 
 
 def _flops(level: dict[str, float]) -> float | None:
+    if "flops" in level:
+        return level["flops"]
     if "params" in level and "tokens" in level:
         return 6.0 * level["params"] * level["tokens"]
     for k in ("params", "tokens"):
@@ -151,10 +167,12 @@ def _flops(level: dict[str, float]) -> float | None:
 
 
 def resolve_levels(s: MFBOSettings, history: RunTable, pool: RunTable | None = None) -> Levels | None:
-    """Levels from the settings, else from the pool's (or the history's) distinct fid_ values."""
+    """Levels from the settings, else from the pool's distinct fid_ values; None if neither names any."""
     values = [dict(v) for v in s.fidelities] if s.fidelities is not None else None
     if values is None:
-        table = pool if pool is not None else history
+        if pool is None:
+            return None
+        table = pool
         cols = [c for c in table.df.columns if c.startswith("fid_")]
         if not cols:
             return None
@@ -177,9 +195,11 @@ def resolve_levels(s: MFBOSettings, history: RunTable, pool: RunTable | None = N
         flops = [_flops(v) for v in values]
         costs = None
         if s.cost_model == "measured":
-            costs = _measured_costs(history, values)
+            costs = _measured_costs(history, values, "seconds", finished=True)
             if costs is None:
                 notes.append("no finished run yet at some level: FLOPs-based costs used")
+        if costs is None:  # the FLOPs the driver recorded for what it trained, once every level has a run
+            costs = _measured_costs(history, values, "fid_flops", finished=False)
         if costs is None:
             if any(f is None for f in flops):
                 raise InputError("optimizer.fidelities", "a level names neither params nor tokens, so its "
@@ -192,18 +212,22 @@ def resolve_levels(s: MFBOSettings, history: RunTable, pool: RunTable | None = N
     return Levels(values, costs, target, notes)
 
 
-def _measured_costs(history: RunTable, values: list[dict[str, float]]) -> np.ndarray | None:
-    if "seconds" not in history.df.columns or len(history) == 0:
+def _measured_costs(history: RunTable, values: list[dict[str, float]], column: str, finished: bool
+                    ) -> np.ndarray | None:
+    """Mean of `column` per level over the history's runs (finished ones only if asked); None if a level has none."""
+    if column not in history.df.columns or len(history) == 0:
         return None
     lv = Levels(values, np.ones(len(values)), 0).of(history)
-    sec = pd.to_numeric(history.df["seconds"], errors="coerce").to_numpy(dtype=float)
-    ok = (history.df["status"] == "ok").to_numpy() & np.isfinite(sec) & (sec > 0)
+    x = pd.to_numeric(history.df[column], errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(x) & (x > 0)
+    if finished:
+        ok &= (history.df["status"] == "ok").to_numpy()
     out = []
     for j in range(len(values)):
         m = ok & (lv == j)
         if not m.any():
             return None
-        out.append(float(sec[m].mean()))
+        out.append(float(x[m].mean()))
     return np.array(out)
 
 
@@ -429,7 +453,7 @@ class MFBO(OptimizerBase):
         i_acq = int(np.argmax(acq))
         details: dict[str, Any] = {
             "mode": self.settings.mode, "surrogate": sur.kind, "transform": self.settings.transform,
-            "acquisition": self.settings.acquisition if self.settings.mode == "multi" else "qlognei",
+            "acquisition": "qlognei" if sur.kind == "single" else self.settings.acquisition,
             "candidates": len(W),
             "posterior_mean_best": {"weights": mixture_dict(history.domains, W[i_mean]),
                                     "predicted": float(sur.to_objective(m[i_mean])), "sd": float(sd[i_mean] * sur.sd)},
@@ -452,6 +476,8 @@ class MFBO(OptimizerBase):
                 notes.append("no run at the target fidelity yet: the recommendation is extrapolated from lower ones")
             notes.extend(levels.notes)
             details["cost_spent"] = float(self._spent(history, levels))
+        else:
+            notes.append("no fidelity levels listed (optimizer.fidelities): single-fidelity BO (qLogNEI) on every run")
         notes.append(f"posterior-mean best of {len(W)} candidates at the target fidelity; the acquisition-based "
                      "choice is in details")
         return self._recommendation(W[i_mean], history, predicted=float(sur.to_objective(m[i_mean])),
@@ -464,12 +490,12 @@ class MFBO(OptimizerBase):
         return RunTable.from_file(self.settings.pool) if self.settings.pool is not None else None
 
     def _levels(self, history: RunTable, pool: RunTable | None = None) -> Levels | None:
-        levels = resolve_levels(self.settings, history, pool)
-        if levels is None and self.settings.mode == "multi":
-            raise InputError("optimizer.fidelities", "mfbo in mode multi needs fidelity levels, and the run table "
-                             "has no fid_<name> columns to take them from",
-                             "list optimizer.fidelities (e.g. [{params: 1e6}, {params: 6e7}]) or set mode: single")
-        return levels
+        """The fidelity levels; None (plain single-fidelity BO on every run, proposals without a fidelity) when
+        none are listed and there is no pool to take them from."""
+        return resolve_levels(self.settings, history, pool)
+
+    def _single(self, levels: Levels | None) -> bool:
+        return self.settings.mode == "single" or levels is None or len(levels.values) == 1
 
     def _caps(self, history: RunTable, target: TargetSpec | None = None) -> np.ndarray | None:
         prior, _ = resolve_prior(self.settings, history)
@@ -522,7 +548,7 @@ class MFBO(OptimizerBase):
 
     def _surrogate(self, history: RunTable, levels: Levels | None, data: _Data) -> Surrogate:
         s = self.settings
-        kind = "single" if s.mode == "single" or levels is None else s.surrogate
+        kind = "single" if self._single(levels) else s.surrogate
         n = len(data.y)
         # Refit points: n_init, then each time the usable history grows by refit_growth. Fitting on the prefix
         # makes the hyper-parameters a function of that prefix alone (memoisable, identical on resume).
@@ -585,7 +611,7 @@ class MFBO(OptimizerBase):
         data = self._data(history, levels)
         rng = self.rng(history, "choose")
         if len(data.y) + len(data.pending_W) < s.n_init or len(data.y) < 2:
-            low = levels.target if (levels is None or s.mode == "single") else int(np.argmin(levels.costs))
+            low = 0 if levels is None else levels.target if s.mode == "single" else int(np.argmin(levels.costs))
             pick = np.flatnonzero(L == low)
             if len(pick) < n:
                 pick = np.arange(len(W))

@@ -1,6 +1,6 @@
-"""Proxy language models and the loop that trains one on a mixture."""
+"""Proxy language models (dense and MoE), the loop that trains K of them at once, and external trainers."""
 
-from mixopt.proxies.model import ProxyLM
-from mixopt.proxies.train import ProxyResult, train_proxy
+from mixopt.proxies.model import ModelSize, ProxyLM, model_size
+from mixopt.proxies.train import ProxyResult, train_proxies, train_proxy
 
-__all__ = ["ProxyLM", "ProxyResult", "train_proxy"]
+__all__ = ["ModelSize", "ProxyLM", "ProxyResult", "model_size", "train_proxies", "train_proxy"]

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS results (
     info TEXT NOT NULL, error TEXT, finished_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tracking (run_id TEXT PRIMARY KEY, mlflow_run_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS mirrored (run_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS schedules (run_id TEXT PRIMARY KEY REFERENCES proposals(run_id), schedule TEXT NOT NULL);
 """
 
 
@@ -49,6 +50,7 @@ class PendingRun:
     weights: dict[str, float]
     fidelity: dict[str, float] | None
     source: str
+    schedule: dict[str, Any] | None = None  # a mixing schedule (online methods); None = the static mixture
 
 
 class JobStore:
@@ -80,12 +82,18 @@ class JobStore:
             found = sorted(jobs.glob("*/runs.sqlite"), key=lambda p: p.stat().st_mtime) if jobs.is_dir() else []
             if not found:
                 raise InputError(str(jobs), "no jobs here", "submit one with `mixopt submit SPEC` or pass --workdir")
-            return cls(found[-1].parent)
+            return cls(found[-1].parent)._migrated()
         for cand in (Path(job), jobs / job):
             if (cand / "runs.sqlite").is_file():
-                return cls(cand)
+                return cls(cand)._migrated()
         raise InputError(f"job {job}", f"not found under {jobs}",
                          "give a job id from `mixopt status` or a job folder path")
+
+    def _migrated(self) -> JobStore:
+        """Tables added since the job was created (all `IF NOT EXISTS`, so this is a no-op otherwise)."""
+        with self._db() as db:
+            db.executescript(SCHEMA)
+        return self
 
     @property
     def job_id(self) -> str:
@@ -145,6 +153,8 @@ class JobStore:
                 "INSERT INTO proposals VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r.run_id, r.idx, r.round, r.seed, json.dumps(r.weights),
                   json.dumps(r.fidelity) if r.fidelity else None, r.source, now) for r in rows])
+            db.executemany("INSERT INTO schedules VALUES (?, ?)",
+                           [(r.run_id, json.dumps(r.schedule)) for r in rows if r.schedule])
 
     def add_result(self, run_id: str, status: str, metrics: dict[str, float], info: dict[str, Any],
                    error: str | None) -> bool:
@@ -157,10 +167,11 @@ class JobStore:
     def pending(self) -> list[PendingRun]:
         with self._db() as db:
             rows = db.execute(
-                "SELECT p.run_id, p.idx, p.round, p.seed, p.weights, p.fidelity, p.source FROM proposals p "
-                "LEFT JOIN results r ON r.run_id = p.run_id WHERE r.run_id IS NULL ORDER BY p.idx").fetchall()
-        return [PendingRun(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None, r[6])
-                for r in rows]
+                "SELECT p.run_id, p.idx, p.round, p.seed, p.weights, p.fidelity, p.source, s.schedule "
+                "FROM proposals p LEFT JOIN results r ON r.run_id = p.run_id "
+                "LEFT JOIN schedules s ON s.run_id = p.run_id WHERE r.run_id IS NULL ORDER BY p.idx").fetchall()
+        return [PendingRun(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None, r[6],
+                           json.loads(r[7]) if r[7] else None) for r in rows]
 
     def set_tracking(self, run_id: str, mlflow_run_id: str) -> None:
         with self._db() as db:
@@ -195,11 +206,13 @@ class JobStore:
         with self._db() as db:
             rows = db.execute(
                 "SELECT p.run_id, p.idx, p.round, p.seed, p.weights, p.fidelity, p.source, p.created_at, "
-                "r.status, r.metrics, r.info, r.error, r.finished_at FROM proposals p "
-                "LEFT JOIN results r ON r.run_id = p.run_id ORDER BY p.idx").fetchall()
+                "r.status, r.metrics, r.info, r.error, r.finished_at, s.schedule FROM proposals p "
+                "LEFT JOIN results r ON r.run_id = p.run_id LEFT JOIN schedules s ON s.run_id = p.run_id "
+                "ORDER BY p.idx").fetchall()
         domains = self.get_meta("domains") or []
         records = []
-        for (run_id, idx, rnd, seed, w, fid, source, created, status, metrics, info, error, finished) in rows:
+        for (run_id, idx, rnd, seed, w, fid, source, created, status, metrics, info, error, finished,
+             schedule) in rows:
             rec: dict[str, Any] = {"run_id": run_id, "idx": idx, "round": rnd, "seed": seed, "source": source}
             weights = json.loads(w)
             rec.update({f"w_{d}": float(weights.get(d, 0.0)) for d in domains or weights})
@@ -207,9 +220,13 @@ class JobStore:
             rec["status"] = status or "pending"
             rec.update(json.loads(metrics) if metrics else {})
             extra = json.loads(info) if info else {}
-            for k in ("seconds", "tokens", "params", "tokens_per_s", "train_loss", "steps"):
+            for k in ("seconds", "tokens", "params", "tokens_per_s", "train_loss", "steps", "batched"):
                 if k in extra:
                     rec[k] = extra[k]
+            # Online runs: what the schedule was, what it did, and the static mixture it amounts to.
+            rec["schedule"] = json.loads(schedule) if schedule else None
+            rec["trajectory"] = extra.get("trajectory")
+            rec["mean_weights"] = extra.get("mean_weights")
             rec["error"] = error
             rec["created_at"], rec["finished_at"] = created, finished
             records.append(rec)

@@ -66,11 +66,13 @@ class Tracker:
         return run.info.run_id
 
     def finish_proxy(self, mlflow_run_id: str, status: str, metrics: dict[str, float],
-                     error: str | None) -> bool:
+                     error: str | None, series: list[tuple[str, float, int]] | None = None, step: int = 0) -> bool:
+        """Final metrics (at `step`, the run's last step) plus step series: loss curves, mixing trajectories."""
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        ms = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        ms = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        ms += [Metric(k, float(v), now, int(s)) for k, v, s in series or [] if v is not None and math.isfinite(v)]
         tags = [RunTag("mixopt.status", status)] + ([RunTag("mixopt.error", error[-4000:])] if error else [])
         self.client.log_batch(mlflow_run_id, metrics=ms, tags=tags)
         self.client.set_terminated(mlflow_run_id, status="FINISHED" if status == "ok" else "FAILED")
