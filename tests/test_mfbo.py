@@ -57,6 +57,11 @@ def test_proposals_lie_on_the_simplex_respect_caps_and_name_a_level():
             assert p.fidelity in LEVELS
     assert {tuple(p.fidelity.items()) for p in opt.propose(RunTable.empty(DOMAINS, COUNTS), 3)} == {
         (("params", 1e6),)}  # the initial design is at the cheapest level
+    tight = get_optimizer("mfbo", seed=0, objective="loss_x", fidelities=LEVELS, max_epochs=1.0,
+                          target_tokens=9000.0, **FAST)  # caps 0.44/0.33/0.22/0.11: random draws rarely fit
+    for p in tight.propose(history(), 2):
+        w = np.array([p.weights[d] for d in DOMAINS])
+        assert abs(w.sum() - 1) < 1e-9 and (w <= np.array([4, 3, 2, 1]) / 9 + 1e-6).all()
     single = get_optimizer("mfbo", seed=0, objective="loss_x", fidelities=LEVELS, mode="single", **FAST)
     assert all(p.fidelity == LEVELS[1] for p in single.propose(history(), 2))
 
@@ -139,7 +144,7 @@ def opt_rec(hist: RunTable) -> tuple:
 def test_without_fidelity_levels_it_is_plain_bo(mode):
     """No levels listed (a search with one proxy): qLogNEI on every run, proposals at the search's proxy."""
     hist = history()
-    hist.df.drop(columns="fid_params", inplace=True)
+    hist.df = hist.df.drop(columns="fid_params")
     opt = get_optimizer("mfbo", seed=0, objective="loss_x", mode=mode, **FAST)
     assert all(p.fidelity is None for p in opt.propose(RunTable.empty(DOMAINS, COUNTS), 2))
     props = opt.propose(hist, 3)

@@ -19,6 +19,9 @@ _BUILTIN = {
     "natural": "mixopt.optimizers.natural:Natural",
     "regmix": "mixopt.optimizers.regmix:RegMix",
     "climb": "mixopt.optimizers.climb:Climb",
+    "mixing_law": "mixopt.optimizers.mixing_law:MixingLawOptimizer",
+    "dcpt": "mixopt.optimizers.dcpt:DCPT",
+    "cmr": "mixopt.optimizers.cmr:CMR",
     "mfbo": "mixopt.optimizers.mfbo:MFBO",
 }
 

@@ -585,7 +585,14 @@ class MFBO(OptimizerBase):
         rng = self.rng(history, "candidates")
         prior, _ = resolve_prior(s, history)
         caps = self._caps(history, target)
-        W = sample_mixtures(prior, s.n_candidates, rng, s, caps=caps)
+        try:
+            W = sample_mixtures(prior, s.n_candidates, rng, s, caps=caps)
+        except ValueError:  # caps so tight that random draws never satisfy them: move draws onto the capped
+            if caps is None:  # simplex (water-filling, as the target step does), as the surrogate search does
+                raise
+            from mixopt.target import rebalance
+
+            W = np.stack([rebalance(c, caps) for c in dirichlet(prior, s.n_candidates, rng)])
         data = self._data(history, levels)
         if s.n_local and len(data.y) >= max(2, s.n_init):
             if sur is None:

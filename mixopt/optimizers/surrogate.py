@@ -180,6 +180,17 @@ class SurrogateOptimizer(OptimizerBase):
             best_y = np.concatenate([best_y, pred])
             order = np.argsort(best_y, kind="stable")[:k]
             best_w, best_y = best_w[order], best_y[order]
+        if len(best_w) == 0 and caps is not None:
+            # Caps so tight that random draws never land inside them: move a sample of draws onto the capped
+            # simplex (water-filling, the same rule a target applies afterwards) and rank those instead.
+            from mixopt.target import rebalance
+
+            C = dirichlet(prior * s.candidate_strength, min(s.n_candidates, 4096), rng)
+            C = np.stack([rebalance(c, caps) for c in C])
+            pred = model.predict(C)
+            n_exact += len(C)
+            order = np.argsort(pred, kind="stable")[:k]
+            best_w, best_y = C[order], pred[order]
         if len(best_w) == 0:
             raise InputError("optimizer", "no simulated mixture satisfies the repetition caps",
                              "raise max_epochs or n_candidates, or lower the target tokens")
