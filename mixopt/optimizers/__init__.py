@@ -22,6 +22,7 @@ _BUILTIN = {
     "mixing_law": "mixopt.optimizers.mixing_law:MixingLawOptimizer",
     "dcpt": "mixopt.optimizers.dcpt:DCPT",
     "cmr": "mixopt.optimizers.cmr:CMR",
+    "mfbo": "mixopt.optimizers.mfbo:MFBO",
 }
 
 

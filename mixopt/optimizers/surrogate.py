@@ -22,7 +22,18 @@ from mixopt.simplex import SamplerSettings, dirichlet, repetition_caps
 from mixopt.spec import TargetSpec
 
 
-class SurrogateSettings(SamplerSettings):
+class CapSettings(SamplerSettings):
+    """The sampler plus what fixes the token prior and the per-domain repetition caps (also used by mfbo)."""
+
+    max_epochs: float | None = Field(default=15.0, gt=0, description="cap: a domain may repeat at most this "
+                                     "often in the target run (RegMix's MAXIMUM_USAGE); null: no cap")
+    target_tokens: float | None = Field(default=None, gt=0, description="tokens of the run the caps protect; "
+                                        "default: the target's tokens, else the corpus size (RegMix)")
+    prior: dict[str, float] | None = Field(default=None, description="domain token shares, when the run table "
+                                           "has no token counts (offline tables)")
+
+
+class SurrogateSettings(CapSettings):
     """Settings of the candidate simulation; subclasses add `predictor` (their own choices) and may re-default."""
 
     n_candidates: int = Field(default=1_000_000, ge=1, description="simulated mixtures scored by the predictor")
@@ -31,18 +42,52 @@ class SurrogateSettings(SamplerSettings):
     chunk_size: int = Field(default=250_000, ge=1000, description="candidates scored per chunk (memory)")
     screen_keep: float = Field(default=0.01, ge=0, le=1, description="share of each chunk a cheap pre-ranking "
                                "keeps for exact scoring (0: score every candidate exactly)")
-    max_epochs: float | None = Field(default=15.0, gt=0, description="cap: a domain may repeat at most this "
-                                     "often in the target run (RegMix's MAXIMUM_USAGE); null: no cap")
-    target_tokens: float | None = Field(default=None, gt=0, description="tokens of the run the caps protect; "
-                                        "default: the target's tokens, else the corpus size (RegMix)")
-    prior: dict[str, float] | None = Field(default=None, description="domain token shares, when the run table "
-                                           "has no token counts (offline tables)")
     n_bootstrap: int = Field(default=8, ge=0, description="refits on resampled runs for the uncertainty of "
                              "predictors without their own")
     n_estimators: int = Field(default=1000, ge=1)
     learning_rate: float = Field(default=0.01, gt=0)
     min_child_samples: int | None = Field(default=None, ge=1, description="None: min(20, runs/4)")
     min_runs: int = Field(default=4, ge=2, description="successful runs needed before fitting")
+
+
+def resolve_prior(s: CapSettings, history: RunTable) -> tuple[np.ndarray, str | None]:
+    """Token shares from `prior`, else the run table's token counts, else uniform (with a note)."""
+    if s.prior is not None:
+        unknown = sorted(set(s.prior) - set(history.domains))
+        if unknown:
+            raise InputError("optimizer.prior", f"unknown domain(s) {unknown}",
+                             f"use the run table's domains: {', '.join(history.domains)}")
+        p = np.array([max(float(s.prior.get(d, 0.0)), 0.0) for d in history.domains])
+        if p.sum() <= 0:
+            raise InputError("optimizer.prior", "all prior shares are 0", "give positive token shares")
+        return p / p.sum(), None
+    return history_prior(history)
+
+
+def resolve_caps(s: CapSettings, history: RunTable, prior: np.ndarray, target: TargetSpec | None
+                 ) -> tuple[np.ndarray | None, str | None]:
+    """Per-domain maxima from the repetition limit (and the target's own limits); None when not applicable."""
+    if s.max_epochs is None:
+        return None, None
+    counts = (np.array([history.token_counts[d] for d in history.domains]) if history.token_counts
+              else None)
+    if counts is None:
+        if s.prior is None or s.target_tokens is not None:
+            return None, "no domain token counts: repetition caps not applied"
+        # Token shares alone fix the caps relative to the corpus size: RegMix's bound min(15·p, 1).
+        counts = prior
+    tokens = s.target_tokens or (target.tokens if target and target.tokens else None) or counts.sum()
+    caps = repetition_caps(counts, tokens, s.max_epochs)
+    if target is not None and target.tokens and history.token_counts and s.target_tokens is None:
+        from mixopt.target import domain_caps
+
+        # The target's own limits (4 epochs by default, per-domain overrides) bound the search itself, so
+        # the recommendation needs no re-balancing afterwards when a feasible mixture exists.
+        caps = np.minimum(caps, domain_caps(history.domains, history.token_counts, target))
+    if caps.sum() < 1:  # no mixture fits: search unconstrained, the target step reports the overrun
+        return None, (f"{tokens:.3g} target tokens exceed what the corpus holds at {s.max_epochs:g} epochs per "
+                      f"domain ({s.max_epochs * counts.sum():.3g}): repetition caps not applied in the search")
+    return caps, None
 
 
 class SurrogateOptimizer(OptimizerBase):
@@ -53,42 +98,11 @@ class SurrogateOptimizer(OptimizerBase):
     # ------------------------------------------------------------------------------------------ helpers
 
     def prior(self, history: RunTable) -> tuple[np.ndarray, str | None]:
-        s = self.settings
-        if s.prior is not None:
-            unknown = sorted(set(s.prior) - set(history.domains))
-            if unknown:
-                raise InputError("optimizer.prior", f"unknown domain(s) {unknown}",
-                                 f"use the run table's domains: {', '.join(history.domains)}")
-            p = np.array([max(float(s.prior.get(d, 0.0)), 0.0) for d in history.domains])
-            if p.sum() <= 0:
-                raise InputError("optimizer.prior", "all prior shares are 0", "give positive token shares")
-            return p / p.sum(), None
-        return history_prior(history)
+        return resolve_prior(self.settings, history)
 
     def caps(self, history: RunTable, prior: np.ndarray, target: TargetSpec | None
              ) -> tuple[np.ndarray | None, str | None]:
-        s = self.settings
-        if s.max_epochs is None:
-            return None, None
-        counts = (np.array([history.token_counts[d] for d in history.domains]) if history.token_counts
-                  else None)
-        if counts is None:
-            if s.prior is None or s.target_tokens is not None:
-                return None, "no domain token counts: repetition caps not applied"
-            # Token shares alone fix the caps relative to the corpus size: RegMix's bound min(15·p, 1).
-            counts = prior
-        tokens = s.target_tokens or (target.tokens if target and target.tokens else None) or counts.sum()
-        caps = repetition_caps(counts, tokens, s.max_epochs)
-        if target is not None and target.tokens and history.token_counts and s.target_tokens is None:
-            from mixopt.target import domain_caps
-
-            # The target's own limits (4 epochs by default, per-domain overrides) bound the search itself, so
-            # the recommendation needs no re-balancing afterwards when a feasible mixture exists.
-            caps = np.minimum(caps, domain_caps(history.domains, history.token_counts, target))
-        if caps.sum() < 1:  # no mixture fits: search unconstrained, the target step reports the overrun
-            return None, (f"{tokens:.3g} target tokens exceed what the corpus holds at {s.max_epochs:g} epochs per "
-                          f"domain ({s.max_epochs * counts.sum():.3g}): repetition caps not applied in the search")
-        return caps, None
+        return resolve_caps(self.settings, history, prior, target)
 
     def _model(self, seed: int):
         s = self.settings

@@ -1,0 +1,325 @@
+"""Pool-based multi-fidelity BO (ADMIRE's protocol) on released runs: cost to find the best high-fidelity run.
+
+Each data set is a pool of finished runs at several fidelities. A method may only pick pool rows; a pick reveals
+the row's objective and costs its level's cost (in units of one target-level run). Every method is run until it
+has picked the pool's best target-level run (or has spent as much as random search needs on average), and we
+report the best true target-level objective found against the cumulative cost, and the cost at which each method
+first reaches the pool's best run (mean ± sd over seeds).
+
+- regmix: RegMix's Pile runs (METHODS.md §1): 1M proxies (512 train + 256 test mixtures) and 60M proxies on the
+  same 256 test mixtures; target 60M; objective loss_pile_cc; cost FLOPs-based, 1M = 1/60 of a 60M run.
+- admire_ift: ADMIRE's Qwen2.5 SFT runs (0.5B/3B/7B; METHODS.md §2); target 7B; objective −score_avg_id+ood;
+  cost = mean measured train_time per size (0.177 / 0.482 / 1, ADMIRE's cost fractions).
+
+Methods: random search at the target level (a random order of the target rows); single-fidelity BO (mfbo
+mode single, qLogNEI on target rows only); RegMix (LightGBM on a random set of cheapest-level runs, then the
+target rows in order of prediction); multi-fidelity BO (mfbo, MES per cost). Also measured: the simplex
+transform the GP sees (sqrt, ilr, raw weights): as the Spearman ρ of the multi-fidelity GP's target-level
+prediction on held-out target runs, and (raw weights; --transforms) as mf_bo[none] in the full loop.
+
+    python benchmarks/mfbo_pool.py [--data DIR] [--seeds 5] [--quick] [--batch 2] [--transforms none,ilr] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mixopt.optimizers import get_optimizer  # noqa: E402
+from mixopt.optimizers.pool import simulate  # noqa: E402
+from mixopt.predictors import make_predictor  # noqa: E402
+from mixopt.runs import RunTable  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+@dataclass
+class Pool:
+    name: str
+    table: RunTable
+    objective: str
+    cost: np.ndarray  # per row, in target-run units
+    level_cost: list[float]
+    target_mask: np.ndarray
+    low_mask: np.ndarray
+    regmix_low_runs: int
+    checkpoints: list[float]
+
+    @property
+    def best_row(self) -> int:
+        y = self.table.df[self.objective].to_numpy(float)
+        return int(np.flatnonzero(self.target_mask)[np.argmin(y[self.target_mask])])
+
+    @property
+    def random_expected(self) -> float:
+        return (self.target_mask.sum() + 1) / 2.0
+
+
+def load_regmix(data: Path) -> Pool:
+    parts = []
+    for name, params in (("runs_1m_train.csv", 1e6), ("runs_1m_test.csv", 1e6), ("runs_60m_test.csv", 6e7)):
+        df = pd.read_csv(data / "regmix" / name)
+        df["fid_params"] = params
+        parts.append(df)
+    df = pd.concat(parts, ignore_index=True)
+    cost = np.where(df["fid_params"] == 6e7, 1.0, 1e6 / 6e7)
+    return Pool("regmix", RunTable(df, source="regmix"), "loss_pile_cc", cost, [1 / 60, 1.0],
+                (df["fid_params"] == 6e7).to_numpy(), (df["fid_params"] == 1e6).to_numpy(), 512,
+                [1, 2, 4, 8, 16, 32, 64, 128])
+
+
+def load_admire(data: Path) -> Pool:
+    df = pd.read_csv(data / "admire_ift" / "admire_ift_runs.csv")
+    sizes = {"Qwen2.5-0.5B": 0.5e9, "Qwen2.5-3B": 3e9, "Qwen2.5-7B": 7e9}
+    df["fid_params"] = df["model"].map(sizes)
+    df["loss_neg_avg_score"] = -df["score_avg_id+ood"]  # mixopt minimises; the score is higher-is-better
+    secs = df.groupby("fid_params")["train_time"].mean()
+    level_cost = [float(secs[p] / secs[7e9]) for p in sorted(sizes.values())]
+    cost = df["fid_params"].map(secs / secs[7e9]).to_numpy(float)
+    return Pool("admire_ift", RunTable(df, source="admire_ift"), "loss_neg_avg_score", cost, level_cost,
+                (df["fid_params"] == 7e9).to_numpy(), (df["fid_params"] == 0.5e9).to_numpy(), 64,
+                [1, 2, 4, 8, 16, 32])
+
+
+# ---------------------------------------------------------------------------------------------- methods
+
+
+def trace_random(pool: Pool, seed: int) -> list[int]:
+    return [int(i) for i in np.random.default_rng(seed).permutation(np.flatnonzero(pool.target_mask))]
+
+
+def trace_regmix(pool: Pool, seed: int) -> list[int]:
+    rng = np.random.default_rng(1000 + seed)
+    low = rng.permutation(np.flatnonzero(pool.low_mask))[:pool.regmix_low_runs]
+    y = pool.table.df[pool.objective].to_numpy(float)
+    model = make_predictor("lightgbm", seed=seed).fit(pool.table.weights[low], y[low])
+    hi = np.flatnonzero(pool.target_mask)
+    order = hi[np.argsort(model.predict(pool.table.weights[hi]), kind="stable")]
+    return [int(i) for i in low] + [int(i) for i in order]
+
+
+def bo_settings(pool: Pool, mode: str, transform: str = "sqrt") -> dict:
+    return {"mode": mode, "costs": pool.level_cost, "transform": transform}
+
+
+def run_bo(pool: Pool, seed: int, mode: str, batch: int, transform: str = "sqrt", recommend_at: float | None = None
+           ) -> tuple[list[int], list[int], dict]:
+    """Returns (revealed rows, round of each), and the recommendation taken when `recommend_at` was spent."""
+    opt = get_optimizer("mfbo", seed=seed, objective=pool.objective, **bo_settings(pool, mode, transform))
+    best = pool.best_row
+    budget = pool.random_expected  # beyond this a method is no better than random search on average
+    rec: dict = {}
+    start: list[int] = []
+    rounds_before: list[int] = []
+    if recommend_at is not None:  # no early stop here: the recommendation is taken at this cost in every run
+        tr = simulate(opt, pool.table, pool.cost, budget=recommend_at, batch=batch)
+        start, rounds_before = tr["pool_row"].tolist(), tr["round"].tolist()
+        hist = RunTable(pool.table.df.iloc[start], source="revealed")
+        r = opt.recommend_pool(hist, pool.table)
+        rec = {"cost": float(pool.cost[start].sum()), "posterior_mean_best": r.details["posterior_mean_best"],
+               "acquisition_best": r.details["acquisition_best"]}
+    tr = simulate(opt, pool.table, pool.cost, budget=budget, batch=batch, stop=lambda rows: best in rows,
+                  start=start)
+    rows = tr["pool_row"].tolist()
+    last = max(rounds_before) if rounds_before else 0
+    rounds = rounds_before + [r + last for r in tr["round"].tolist()[len(start):]]
+    return rows, rounds, rec
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+def reach_cost(pool: Pool, rows: list[int], rounds: list[int] | None = None, top: int = 1) -> float | None:
+    """Cumulative cost when one of the pool's `top` best target runs is first revealed (None: never); a batch
+    is paid for in full."""
+    y = pool.table.df[pool.objective].to_numpy(float)
+    hi = np.flatnonzero(pool.target_mask)
+    goal = set(hi[np.argsort(y[hi], kind="stable")[:top]].tolist())
+    hits = [k for k, i in enumerate(rows) if i in goal]
+    if not hits:
+        return None
+    k = hits[0]
+    if rounds is not None:  # everything proposed in the same round was running in parallel and is paid for
+        k = max(i for i, r in enumerate(rounds) if r == rounds[k])
+    return float(pool.cost[rows[:k + 1]].sum())
+
+
+def best_at(pool: Pool, rows: list[int], checkpoints: list[float]) -> list[float]:
+    """Best true target-level objective found within each cost checkpoint (NaN: none yet)."""
+    y = pool.table.df[pool.objective].to_numpy(float)
+    spent = np.cumsum(pool.cost[rows])
+    out = []
+    for c in checkpoints:
+        got = [i for i, s in zip(rows, spent, strict=True) if s <= c + 1e-9 and pool.target_mask[i]]
+        out.append(float(min(y[got])) if got else float("nan"))
+    return out
+
+
+def transform_probe(pool: Pool, seeds: list[int], n_target: int = 8) -> dict[str, tuple[float, float]]:
+    """Spearman ρ of the MF GP's target-level mean on held-out target runs, given the lower-level runs (bounded
+    to max_train as in a search) plus `n_target` random target runs, per transform."""
+    from scipy.stats import spearmanr
+
+    y = pool.table.df[pool.objective].to_numpy(float)
+    out = {}
+    for transform in ("sqrt", "ilr", "none"):
+        rhos = []
+        for seed in seeds:
+            rng = np.random.default_rng(500 + seed)
+            hi = rng.permutation(np.flatnonzero(pool.target_mask))
+            train = np.concatenate([np.flatnonzero(~pool.target_mask), hi[:n_target]])
+            hist = RunTable(pool.table.df.iloc[train], source="probe")
+            opt = get_optimizer("mfbo", seed=seed, objective=pool.objective, **bo_settings(pool, "multi", transform))
+            levels = opt._levels(hist, pool.table)
+            sur = opt._surrogate(hist, levels, opt._data(hist, levels))
+            m, _ = sur.mean_sd(sur.inputs(pool.table.weights[hi[n_target:]]))
+            rhos.append(spearmanr(-m, y[hi[n_target:]])[0])
+        out[transform] = (float(np.mean(rhos)), float(np.std(rhos)))
+    return out
+
+
+def true_target(pool: Pool, weights: dict[str, float]) -> float:
+    """The measured target-level objective of a pool mixture (NaN if the pool has no target run of it)."""
+    w = np.array([weights[d] for d in pool.table.domains])
+    W = pool.table.weights
+    hit = pool.target_mask & (np.abs(W - w[None, :]).max(axis=1) < 1e-9)
+    return float(pool.table.df[pool.objective].to_numpy(float)[hit][0]) if hit.any() else float("nan")
+
+
+def fmt(values: list[float | None], cap: float | None = None) -> str:
+    v = np.array([cap if x is None else x for x in values], dtype=float)
+    if np.isnan(v).all():
+        return "—"
+    censored = any(x is None for x in values)
+    return f"{'≥' if censored else ''}{np.nanmean(v):.2f} ± {np.nanstd(v):.2f}"
+
+
+def run_methods(pool: Pool, seeds: list[int], batch: int, transforms: list[str]) -> dict[str, dict]:
+    methods: dict[str, dict] = {"random": {"rows": [trace_random(pool, s) for s in seeds]},
+                                "regmix": {"rows": [trace_regmix(pool, s) for s in seeds]}}
+    for label, mode, transform in [("sf_bo", "single", "sqrt"), ("mf_bo", "multi", "sqrt")] + [
+            (f"mf_bo[{t}]", "multi", t) for t in transforms]:
+        out: dict[str, list] = {"rows": [], "rounds": [], "recs": [], "seconds": []}
+        for s in seeds:
+            t1 = time.time()
+            rec_at = pool.random_expected / 10 if label == "mf_bo" else None
+            r, rd, rec = run_bo(pool, s, mode, batch, transform, recommend_at=rec_at)
+            for k, v in zip(("rows", "rounds", "recs", "seconds"), (r, rd, rec, time.time() - t1), strict=True):
+                out[k].append(v)
+        methods[label] = out
+    return methods
+
+
+def report_costs(pool: Pool, methods: dict[str, dict], n_seeds: int) -> dict:
+    cap = pool.random_expected
+    print(f"\ncost to reach the pool's best target run, and one of its 3 best (target-run units; mean ± sd over "
+          f"{n_seeds} seeds; ÷ E[random]: ÷ random search's expected cost {cap:.1f}; BO runs stop at that cost)")
+    print(f"{'method':<14}{'cost to best':>18}{'reached':>9}{'÷ E[random]':>13}{'÷ random':>10}"
+          f"{'cost to top-3':>18}{'s/seed':>8}")
+    out: dict = {}
+    same_seed_random = None
+    for m, v in methods.items():
+        rounds = v.get("rounds", [None] * n_seeds)
+        c = [reach_cost(pool, r, rd) for r, rd in zip(v["rows"], rounds, strict=True)]
+        c3 = [reach_cost(pool, r, rd, top=3) for r, rd in zip(v["rows"], rounds, strict=True)]
+        vals = np.array([cap if x is None else x for x in c], dtype=float)
+        if m == "random":
+            same_seed_random = float(vals.mean())
+        reached = sum(x is not None for x in c)
+        sec = v.get("seconds")
+        print(f"{m:<14}{fmt(c, cap):>18}{f'{reached}/{len(c)}':>9}{vals.mean() / cap:>13.3f}"
+              f"{vals.mean() / same_seed_random:>10.3f}{fmt(c3, cap):>18}{np.mean(sec) if sec else 0:>8.1f}")
+        out[m] = {"cost_to_best": [None if x is None else round(x, 4) for x in c],
+                  "cost_to_best_mean": float(vals.mean()), "cost_to_best_sd": float(vals.std()), "reached": reached,
+                  "ratio_vs_expected_random": float(vals.mean() / cap),
+                  "ratio_vs_random_same_seeds": float(vals.mean() / same_seed_random),
+                  "cost_to_top3": [None if x is None else round(x, 4) for x in c3]}
+    return out
+
+
+def report_curves(pool: Pool, methods: dict[str, dict], out: dict) -> None:
+    print(f"\nbest true target-level {pool.objective} found by cumulative cost (mean ± sd; — = no target run yet "
+          "in some seed)")
+    print(f"{'method':<14}" + "".join(f"{f'≤{c:g}':>17}" for c in pool.checkpoints))
+    for m, v in methods.items():
+        curves = np.array([best_at(pool, r, pool.checkpoints) for r in v["rows"]])
+        cells = ["—" if np.isnan(col).any() else f"{col.mean():.4f} ± {col.std():.4f}" for col in curves.T]
+        print(f"{m:<14}" + "".join(f"{c:>17}" for c in cells))
+        out[m]["best_by_cost"] = {f"{c:g}": [None if np.isnan(x) else float(x) for x in curves[:, j]]
+                                  for j, c in enumerate(pool.checkpoints)}
+
+
+def report_recommendation(pool: Pool, recs: list[dict]) -> dict:
+    y = pool.table.df[pool.objective].to_numpy(float)
+    pm = [true_target(pool, r["posterior_mean_best"]["weights"]) for r in recs]
+    aq = [true_target(pool, r["acquisition_best"]["weights"]) for r in recs]
+    spent = [r["cost"] for r in recs]
+    print(f"\nmf_bo recommend() after ≈{np.mean(spent):.1f} cost (1/10 of random's expectation), true target "
+          f"{pool.objective}: posterior-mean best {np.nanmean(pm):.4f} ± {np.nanstd(pm):.4f}, acquisition-based "
+          f"choice {np.nanmean(aq):.4f} ± {np.nanstd(aq):.4f} (pool best {y[pool.best_row]:.4f}, "
+          f"target median {np.median(y[pool.target_mask]):.4f})")
+    return {"cost": spent, "posterior_mean_best_true": pm, "acquisition_best_true": aq}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "benchmarks")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="2 seeds, no transform probe or raw-weight loop")
+    ap.add_argument("--batch", type=int, default=2, help="proposals per round (parallel workers)")
+    ap.add_argument("--datasets", default="regmix,admire_ift")
+    ap.add_argument("--transforms", default=None, help="other GP transforms to run in the full MF loop "
+                    "(default: none, i.e. raw weights; --quick: no extra loop)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    seeds = list(range(2 if args.quick else args.seeds))
+    loaders = {"regmix": load_regmix, "admire_ift": load_admire}
+    result: dict = {"seeds": len(seeds), "batch": args.batch, "datasets": {}}
+    t_all = time.time()
+    for name in args.datasets.split(","):
+        t0 = time.time()
+        pool = loaders[name](args.data)
+        y = pool.table.df[pool.objective].to_numpy(float)
+        print(f"\n=== {name}: {len(pool.table)} pool runs, {int(pool.target_mask.sum())} at the target level; "
+              f"level costs {[round(c, 4) for c in pool.level_cost]} (target = 1); best target run "
+              f"{pool.table.run_ids()[pool.best_row]} ({pool.objective} = {y[pool.best_row]:.5g}); batch {args.batch}")
+        extra = args.transforms if args.transforms is not None else ("" if args.quick else "none")
+        methods = run_methods(pool, seeds, args.batch, [t for t in extra.split(",") if t])
+        res = report_costs(pool, methods, len(seeds))
+        report_curves(pool, methods, res)
+        ds: dict = {"pool_runs": len(pool.table), "target_runs": int(pool.target_mask.sum()),
+                    "level_costs": pool.level_cost, "random_expected_cost": pool.random_expected, "methods": res,
+                    "cost_ratio_vs_random": res["mf_bo"]["ratio_vs_expected_random"],
+                    "cost_ratio_vs_random_same_seeds": res["mf_bo"]["ratio_vs_random_same_seeds"]}
+        ds["recommendation"] = report_recommendation(pool, methods["mf_bo"]["recs"])
+        if not args.quick:
+            probe = transform_probe(pool, seeds[:3])
+            print("\nsimplex transform (MF GP on the lower-level runs + 8 target runs → Spearman ρ on the held-out "
+                  "target runs, mean ± sd over 3 draws): " + ", ".join(f"{t} {m:.3f} ± {s:.3f}"
+                                                                     for t, (m, s) in probe.items()))
+            ds["transform_probe_spearman"] = {t: m for t, (m, _) in probe.items()}
+        ds["seconds"] = round(time.time() - t0, 1)
+        result["datasets"][name] = ds
+    result["seconds"] = round(time.time() - t_all, 1)
+    print(f"\ntotal {result['seconds']:.0f} s")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
