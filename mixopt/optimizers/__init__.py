@@ -22,6 +22,8 @@ _BUILTIN = {
     "mixing_law": "mixopt.optimizers.mixing_law:MixingLawOptimizer",
     "dcpt": "mixopt.optimizers.dcpt:DCPT",
     "cmr": "mixopt.optimizers.cmr:CMR",
+    "aioli": "mixopt.optimizers.aioli:Aioli",
+    "doremi": "mixopt.optimizers.doremi:DoReMi",
 }
 
 
