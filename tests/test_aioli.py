@@ -234,6 +234,14 @@ def test_doremi_optimizer_reference_first_then_dro_runs(prepared):
     assert rec.weights == pytest.approx(rec.details["average"]) and len(rec.runs_used) == 2
     means = np.mean([[r.mean_weights.get(d, 0) for d in domains] for r in res], axis=0)
     assert list(rec.weights.values()) == pytest.approx(list(means / means.sum()))  # ᾱ, as the trainer saw it
+    # α changes every step; the export averages it over at most max_stages slices, keeping the mean
+    assert len(rec.details["schedule"]["stages"]) == 40
+    stages = get_optimizer("doremi", max_stages=8).recommend(full).details["schedule"]["stages"]
+    PiecewiseSchedule({}, stages)
+    assert len(stages) == 8 and [s["until"] for s in stages] == pytest.approx([(i + 1) / 8 for i in range(8)])
+    spans = np.diff([0.0] + [s["until"] for s in stages])
+    replayed = sum(span * np.array([s["weights"][d] for d in domains]) for span, s in zip(spans, stages, strict=True))
+    assert replayed == pytest.approx(list(rec.weights.values()), abs=1e-9)
 
 
 def test_registries():

@@ -253,6 +253,8 @@ class AioliSettings(AioliParams):
         default="average", description="the static mixture recommended for a full-scale run: the time-average "
         "of Aioli's proportions (probes left out), the final proportions, or the time-average of everything "
         "the proxy sampled (probes included)")
+    max_stages: int = Field(default=100, ge=1, description="most stages in the exported schedule; a path that "
+                            "changes more often is time-averaged over this many equal slices of training")
 
 
 def aioli_path(schedule: dict[str, Any], trajectory: list[dict[str, Any]], steps: int, domains: list[str]) -> Path:
@@ -296,4 +298,5 @@ class Aioli(OptimizerBase):
         return [Proposal(dict(w0), schedule=self.schedule(int(s))) for s in seeds]
 
     def recommend(self, history: RunTable, target: TargetSpec | None = None) -> Recommendation:
-        return online_recommendation(self, history, "aioli", self.settings.static, path_fn=aioli_path)
+        return online_recommendation(self, history, "aioli", self.settings.static, path_fn=aioli_path,
+                                     max_stages=self.settings.max_stages)

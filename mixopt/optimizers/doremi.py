@@ -101,6 +101,8 @@ class DoReMiSettings(DoReMiParams):
     static: Literal["average", "final", "sampled"] = Field(
         default="average", description="recommended static mixture: ᾱ (DoReMi's output) or the final α; "
         "'sampled' is the same as 'average' here (DoReMi has no probes)")
+    max_stages: int = Field(default=100, ge=1, description="most stages in the exported schedule; a path that "
+                            "changes more often is time-averaged over this many equal slices of training")
 
 
 class DoReMi(OptimizerBase):
@@ -156,4 +158,5 @@ class DoReMi(OptimizerBase):
             if len(history) else 0
         return online_recommendation(self, history, "doremi", self.settings.static,
                                      notes=[f"reference: {n_ref} static run(s) on the "
-                                            f"{self.settings.reference_mixture} mixture"])
+                                            f"{self.settings.reference_mixture} mixture"],
+                                     max_stages=self.settings.max_stages)

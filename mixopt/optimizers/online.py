@@ -56,13 +56,14 @@ def trajectory_path(schedule: dict[str, Any], trajectory: list[dict[str, Any]], 
     return [(int(p["step"]), vector(p["weights"], domains)) for p in trajectory]
 
 
-def path_average(path: Path, steps: int) -> np.ndarray:
-    """Mean of a step-function path over steps [0, steps)."""
+def path_average(path: Path, steps: int, lo: float = 0.0, hi: float | None = None) -> np.ndarray:
+    """Mean of a step-function path over steps [lo, hi) (default: the whole run)."""
+    hi = steps if hi is None else hi
     acc = np.zeros_like(path[0][1])
     for i, (start, w) in enumerate(path):
         end = path[i + 1][0] if i + 1 < len(path) else steps
-        acc += w * max(0, min(end, steps) - start)
-    return acc / acc.sum() if acc.sum() > 0 else path[0][1] / path[0][1].sum()
+        acc += w * max(0.0, min(end, hi) - max(start, lo))
+    return acc / acc.sum() if acc.sum() > 0 else path_at(path, lo) / path_at(path, lo).sum()
 
 
 def path_at(path: Path, step: float) -> np.ndarray:
@@ -87,15 +88,24 @@ def online_runs(history: RunTable, name: str) -> pd.DataFrame:
     return mine
 
 
-def piecewise_export(paths: list[tuple[Path, int]], domains: list[str]) -> dict[str, Any]:
-    """The mean of several runs' paths as a piecewise schedule over fractions of training."""
+def piecewise_export(paths: list[tuple[Path, int]], domains: list[str], max_stages: int = 100) -> dict[str, Any]:
+    """The mean of several runs' paths as a piecewise schedule over fractions of training.
+
+    A path that changes more often than `max_stages` times (DoReMi updates every step) is time-averaged over
+    `max_stages` equal slices of training instead, so a replay at any length stays a short list of stages.
+    """
     fracs = sorted({start / steps for path, steps in paths for start, _ in path if start < steps} | {0.0})
+    exact = len(fracs) <= max_stages
+    if not exact:
+        fracs = [i / max_stages for i in range(max_stages)]
     stages: list[dict[str, Any]] = []
     for i, f in enumerate(fracs):
-        w = np.mean([path_at(path, f * steps) for path, steps in paths], axis=0)
-        w = w / w.sum()
         until = fracs[i + 1] if i + 1 < len(fracs) else 1.0
-        weights = exact_simplex(mixture_dict(domains, w))
+        if exact:
+            w = np.mean([path_at(path, f * steps) for path, steps in paths], axis=0)
+        else:
+            w = np.mean([path_average(path, steps, f * steps, until * steps) for path, steps in paths], axis=0)
+        weights = exact_simplex(mixture_dict(domains, w / w.sum()))
         if stages and stages[-1]["weights"] == weights:
             stages[-1]["until"] = until
         else:
@@ -116,7 +126,8 @@ def exact_simplex(weights: dict[str, float]) -> dict[str, float]:
 
 
 def online_recommendation(opt: OptimizerBase, history: RunTable, name: str, static: StaticChoice,
-                          path_fn: PathFn = trajectory_path, notes: list[str] | None = None) -> Recommendation:
+                          path_fn: PathFn = trajectory_path, notes: list[str] | None = None,
+                          max_stages: int = 100) -> Recommendation:
     """Average the proportion paths of the successful `name` runs into a static mixture and a schedule."""
     runs = online_runs(history, name)
     if runs.empty:
@@ -144,7 +155,7 @@ def online_recommendation(opt: OptimizerBase, history: RunTable, name: str, stat
         "average": mixture_dict(domains, summary["average"]),
         "final": mixture_dict(domains, summary["final"]),
         "sampled_average": mixture_dict(domains, summary["sampled"]),
-        "schedule": piecewise_export(paths, domains),
+        "schedule": piecewise_export(paths, domains, max_stages),
         "online_objective": {"mean": float(np.nanmean(y)), "std": float(np.nanstd(y, ddof=1)) if len(y) > 1
                              else None, "runs": len(y)},
         "per_run": [{"run_id": r["run_id"], "seed": r["seed"],
