@@ -251,7 +251,7 @@ def main() -> None:
         law = fit_loglinear(P, L, domains=domains, targets=domains)
         # The optimum is searched within the range each domain had in the sweep: the law extrapolates badly to
         # corners it never saw (with few runs it happily predicts a one-domain mixture to be best).
-        p_law, predicted = law.optimise(caps=P.max(axis=0), seed=0)
+        p_law, predicted = law.optimise(caps=P.max(axis=0))
         law_w = {d: float(x) for d, x in zip(domains, p_law, strict=True)}
         transfer += [law_w] * S
         law_info = {"runs": len(ok), "rmse": law.rmse.tolist(), "mixture": law_w, "predicted_val_loss": predicted}

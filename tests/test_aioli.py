@@ -271,5 +271,5 @@ def test_loglinear_law_recovers_a_known_law_and_its_optimum():
     assert truth(p[None])[0].mean() <= best.min() + 1e-3
     capped, _ = law.optimise(caps=np.array([0.3, 1.0, 1.0]))
     assert capped[0] <= 0.3 + 1e-9 and capped.sum() == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="at least 5 mixtures"):
+    with pytest.raises(ValueError, match="at least 5 runs"):
         fit_loglinear(P[:4], truth(P[:4]))
