@@ -177,6 +177,18 @@ def test_aioli_optimizer_proposes_and_recommends_from_real_runs(prepared):
     assert rec.to_dict() == opt.recommend(table).to_dict()  # a pure function of the table
 
 
+def test_recommend_reads_a_run_table_written_to_csv(tmp_path):
+    traj = [{"step": 0, "weights": {"a": 0.5, "b": 0.5}}, {"step": 2, "weights": {"a": 0.75, "b": 0.25}},
+            {"step": 4, "weights": {"a": 0.25, "b": 0.75}}, {"step": 6, "weights": {"a": 0.6, "b": 0.4}}]
+    sched = {"name": "aioli", "lp_rounds": 1, "lp_steps": 2, "update_steps": 10, "seed": 1}
+    df = pd.DataFrame([{"run_id": "r0", "seed": 3, "status": "ok", "steps": 12, "w_a": 0.5, "w_b": 0.5,
+                        "loss_a": 2.0, "loss_b": 2.5, "schedule": sched, "trajectory": traj, "mean_weights": None}])
+    RunTable(df).to_csv(tmp_path / "runs.csv")
+    rec = get_optimizer("aioli").recommend(RunTable.from_csv(tmp_path / "runs.csv"))
+    assert rec.details["average"] == pytest.approx({"a": 0.5 * 0.5 + 0.5 * 0.6, "b": 0.5 * 0.5 + 0.5 * 0.4})
+    assert rec.details["final"] == pytest.approx({"a": 0.6, "b": 0.4})
+
+
 def test_aioli_path_drops_probes():
     traj = [{"step": 0, "weights": {"a": 0.5, "b": 0.5}}, {"step": 2, "weights": {"a": 0.75, "b": 0.25}},
             {"step": 4, "weights": {"a": 0.25, "b": 0.75}}, {"step": 6, "weights": {"a": 0.6, "b": 0.4}},

@@ -14,6 +14,7 @@ function that keeps only its own. Pure functions of the run table: no state, no 
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 from collections.abc import Callable
@@ -33,9 +34,13 @@ StaticChoice = Literal["average", "final", "sampled"]
 
 
 def _json(value: Any) -> Any:
-    """Run tables loaded from CSV hold the schedule and trajectory as JSON text."""
+    """Run tables loaded from CSV hold the schedule and trajectory as text: JSON, or the Python literal pandas
+    writes for a list or dict (`mixopt runs --format csv`)."""
     if isinstance(value, str):
-        return json.loads(value)
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return ast.literal_eval(value)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return value
