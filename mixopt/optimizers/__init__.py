@@ -23,6 +23,8 @@ _BUILTIN = {
     "dcpt": "mixopt.optimizers.dcpt:DCPT",
     "cmr": "mixopt.optimizers.cmr:CMR",
     "mfbo": "mixopt.optimizers.mfbo:MFBO",
+    "aioli": "mixopt.optimizers.aioli:Aioli",
+    "doremi": "mixopt.optimizers.doremi:DoReMi",
 }
 
 

@@ -89,6 +89,8 @@ class PiecewiseSchedule:
 SCHEDULES: dict[str, str] = {
     "static": "mixopt.proxies.schedules:StaticSchedule",
     "piecewise": "mixopt.proxies.schedules:PiecewiseSchedule",
+    "aioli": "mixopt.optimizers.aioli:AioliSchedule",
+    "doremi": "mixopt.optimizers.doremi:DoReMiSchedule",
 }
 
 
