@@ -120,7 +120,8 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     # MLflow has one child per run: the re-run pending runs reused their MLflow run, none duplicated
     children = mlflow_children(wd, store)
     assert sorted(children) == sorted(after)
-    assert all(c.info.status == "FINISHED" for c in children.values())
+    assert all(c.info.status == "FINISHED" for c in children.values()), (
+        {k: c.info.status for k, c in children.items()}, res.stdout[-3000:])
 
 
 def _free_port() -> int:
