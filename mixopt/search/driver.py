@@ -245,8 +245,21 @@ class _Mirror:
             return
         self.behind = False
         vocab = int(store.get_meta("vocab_size") or 257)
-        for p in store.untracked():
-            self.start(p, resolve_fidelity(self.search.spec, p.fidelity, vocab)[0])
+        untracked = store.untracked()
+        if untracked:
+            # A driver killed between creating a child run and noting its id left a child the store does not
+            # know: adopt it (and drop any doubles) instead of creating another.
+            known = self.call(self.tracker.children, self.parent)
+            if known is None:
+                return
+            for p in untracked:
+                ids = known.get(p.run_id)
+                if ids:
+                    store.set_tracking(p.run_id, ids[0])
+                    for extra in ids[1:]:
+                        self.call(self.tracker.delete, extra)
+                else:
+                    self.start(p, resolve_fidelity(self.search.spec, p.fidelity, vocab)[0])
         for p, res in store.unmirrored():
             self.finish(p, res, self.search.objective_of(p, res))
 

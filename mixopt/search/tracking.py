@@ -135,6 +135,18 @@ class Tracker:
         self.client.set_terminated(parent, status=status)
         return True
 
+    def children(self, parent: str) -> dict[str, list[str]]:
+        """run_id -> MLflow run ids of the job's child runs, oldest first (normally one each)."""
+        out: dict[str, list[str]] = {}
+        for r in sorted(self.proxy_runs(parent), key=lambda r: r.info.start_time or 0):
+            rid = r.data.tags.get("mixopt.run_id")
+            if rid:
+                out.setdefault(rid, []).append(r.info.run_id)
+        return out
+
+    def delete(self, mlflow_run_id: str) -> None:
+        self.client.delete_run(mlflow_run_id)
+
     def proxy_runs(self, parent: str) -> list[Any]:
         return self.client.search_runs([self.experiment_id],
                                        filter_string=f"tags.mlflow.parentRunId = '{parent}'",

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,20 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
             terminalreporter.write_line(line)
 
 
+def results(db: Path | None) -> dict[str, float]:
+    """run_id -> finished_at of the recorded results, read straight from a job's SQLite run table."""
+    if db is None or not db.is_file():
+        return {}
+    try:
+        con = sqlite3.connect(db, timeout=5)
+        try:
+            return dict(con.execute("SELECT run_id, finished_at FROM results").fetchall())
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # the tables are not there yet
+        return {}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -121,7 +136,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for d, ws in words.items():
         (root / d).mkdir()
         for i in range(12):
-            (root / d / f"doc{i}.txt").write_text(" ".join(ws[(i * j) % 3] + str(j % 7) for j in range(300)))
+            (root / d / f"doc{i}.txt").write_text(" ".join(f"{ws[(i + j) % 3]}{(i * 31 + j * 7) % 97}"
+                                                          for j in range(300)))
     (root / "corpus.yaml").write_text("name: small\nval_fraction: 0.2\nmin_val_tokens: 1000\ndomains:\n" + "".join(
         f"  {d}: {{sources: [{{glob: '{d}/*.txt'}}]}}\n" for d in words))
     (root / "trainer.py").write_text(TRAINER)

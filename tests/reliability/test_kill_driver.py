@@ -6,7 +6,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,25 +15,18 @@ import pytest
 
 from mixopt.search import JobStore
 from mixopt.search.tracking import Tracker, default_tracking_uri
-from tests.reliability.conftest import cli, command_spec
+from tests.reliability.conftest import cli, command_spec, results
 
 pytestmark = pytest.mark.slow
 
-BUDGET = 16
+BUDGET = 30
 KILLS = 5
 
 
-def results(db: Path) -> dict[str, float]:
-    if not db.is_file():
-        return {}
-    try:
-        con = sqlite3.connect(db, timeout=5)
-        try:
-            return dict(con.execute("SELECT run_id, finished_at FROM results").fetchall())
-        finally:
-            con.close()
-    except sqlite3.OperationalError:  # the tables are not there yet
-        return {}
+def _job_db(wd: Path) -> Path | None:
+    found = list((wd / "jobs").glob("*/runs.sqlite")) if (wd / "jobs").is_dir() else []
+    assert len(found) <= 1, "a second job was created instead of resuming the first"
+    return found[0] if found else None
 
 
 def driver(args: list[str]) -> subprocess.Popen:
@@ -58,7 +50,7 @@ def trainer_alive(marker: str) -> list[int]:
 def test_driver_killed_five_times_then_resumed(corpus, tmp_path, ray_head, figure):
     log = tmp_path / "executions.jsonl"
     spec = command_spec(corpus, tmp_path, name="kill", runs=BUDGET, parallelism=3,
-                        plan={"_log": str(log), "_sleep": 0.5})
+                        plan={"_log": str(log), "_sleep": 1.0})
     wd = tmp_path / "wd"
     rng = random.Random(20261129)
     db: Path | None = None
@@ -72,17 +64,19 @@ def test_driver_killed_five_times_then_resumed(corpus, tmp_path, ray_head, figur
         proc = driver(args)
         if k == 0:  # the first kill lands anywhere in the start-up (prepare, job folder, MLflow, Ray)
             time.sleep(rng.uniform(1.0, 6.0))
-        else:  # the others after at least one new result, at a random moment of the running search
+        else:  # the others after 1-3 new results, at a random moment of the running search
+            wanted = len(seen) + rng.randint(1, 3)
             deadline = time.time() + 180
-            while len(results(db)) <= len(seen) and time.time() < deadline and proc.poll() is None:
+            while time.time() < deadline and proc.poll() is None:
+                db = db or _job_db(wd)
+                if len(results(db)) >= wanted:
+                    break
                 time.sleep(0.05)
-            time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(rng.uniform(0.0, 0.5))
         assert proc.poll() is None, "the driver finished before it could be killed; raise BUDGET"
         os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as a cluster's OOM killer or a lost node would
         proc.wait()
-        if db is None:
-            found = list((wd / "jobs").glob("*/runs.sqlite")) if (wd / "jobs").is_dir() else []
-            db = found[0] if found else None
+        db = db or _job_db(wd)
         now = results(db) if db else {}
         assert {r: now[r] for r in seen} == seen, "a recorded result changed or vanished"
         store = JobStore(db.parent) if db else None
