@@ -308,7 +308,7 @@ def _clusters(page: _Page, go: Any, spec: Any, rec: dict[str, Any] | None, domai
         fig.add_scatter(x=names, y=[v if v is not None else 0 for v in w], yaxis="y2", mode="markers",
                         name="recommended weight", marker={"size": 12, "symbol": "diamond", "color": "black"})
         fig.update_layout(yaxis2={"title": "weight", "overlaying": "y", "side": "right", "rangemode": "tozero"})
-    fig.update_yaxes(title="documents")
+    fig.update_layout(yaxis={"title": "documents"})
     page.chart(title, fig, "Each clustered domain: its documents by the input domain they came from (hover for "
                "top terms) and its recommended weight.")
 

@@ -15,6 +15,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,23 +48,25 @@ class Tracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        with _store_lock(uri):  # two drivers creating one SQLite store at once would race its migrations
+            self.client = MlflowClient(tracking_uri=uri)
+            self.experiment_id = self._experiment(experiment, artifact_root, MlflowException)
+
+    def _experiment(self, experiment: str, artifact_root: Path, MlflowException: type) -> str:  # noqa: N803
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             # A local store keeps artifacts beside it; a server decides where its artifacts go.
             location = None
-            if not is_remote(uri):
+            if not is_remote(self.uri):
                 artifact_root.mkdir(parents=True, exist_ok=True)
                 location = artifact_root.resolve().as_uri()
             try:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                return self.client.create_experiment(experiment, artifact_location=location)
             except MlflowException:  # another job created it a moment ago
                 exp = self.client.get_experiment_by_name(experiment)
                 if exp is None:
                     raise
-                self.experiment_id = exp.experiment_id
-        else:
-            self.experiment_id = exp.experiment_id
+        return exp.experiment_id
 
     def exists(self, run_id: str) -> bool:
         """Whether the server knows the run (a wiped or different store does not)."""
@@ -151,6 +155,24 @@ class Tracker:
         return self.client.search_runs([self.experiment_id],
                                        filter_string=f"tags.mlflow.parentRunId = '{parent}'",
                                        max_results=50_000)
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside a local SQLite store while it is opened (and created or migrated)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -171,6 +171,13 @@ seed: 3
 
 
 @pytest.fixture(scope="session")
+def shared_wd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One workdir for the tests that do not count jobs: the corpus is prepared and the MLflow store created
+    (its schema migrations take seconds) once."""
+    return tmp_path_factory.mktemp("shared-wd")
+
+
+@pytest.fixture(scope="session")
 def ray_head(figure) -> Iterator[dict[str, str]]:
     """A Ray head with its dashboard (job submission), like a cluster's, in its own process group."""
     ray = shutil.which("ray") or str(Path(sys.executable).parent / "ray")

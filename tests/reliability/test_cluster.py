@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mixopt.search import JobStore
+from mixopt.search import JobStore, jobs
 from tests.conftest import ROOT
 from tests.reliability.conftest import cli, command_spec, free_port, stop_group, wait_http
 
@@ -21,15 +21,14 @@ pytestmark = pytest.mark.slow
 
 
 def wait_status(job: str, address: str, want: set[str], timeout: float = 240) -> str:
+    """Poll the cluster (in-process: a CLI call per poll would cost an interpreter start each)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        res = cli("status", job, "--address", address, timeout=60)
-        assert res.returncode == 0, res.stderr
-        m = re.search(r"status: (\w+)", res.stdout)
-        if m and m.group(1) in want:
-            return res.stdout
-        time.sleep(1.0)
-    raise AssertionError(f"job {job} did not reach {want}: {res.stdout}")
+        status = jobs.job_info(address, job)["status"]
+        if status in want:
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"job {job} did not reach {want}: {status}")
 
 
 def test_submit_to_a_ray_head_then_status_logs_and_stop(corpus, tmp_path, ray_head, figure):
@@ -41,9 +40,10 @@ def test_submit_to_a_ray_head_then_status_logs_and_stop(corpus, tmp_path, ray_he
     assert res.returncode == 0, res.stdout + res.stderr
     job = re.search(r"submitted job (\S+)", res.stdout).group(1)
     submitted = time.time() - t0
-    out = wait_status(job, address, {"SUCCEEDED", "FAILED", "STOPPED"})
-    assert "SUCCEEDED" in out and "6/6" in out, out
+    assert wait_status(job, address, {"SUCCEEDED", "FAILED", "STOPPED"}) == "SUCCEEDED", jobs.job_info(address, job)
     took = time.time() - t0
+    out = cli("status", job, "--address", address)
+    assert out.returncode == 0 and re.search(r"status: SUCCEEDED", out.stdout) and "6/6" in out.stdout, out.stdout
     logs = cli("logs", job, "--address", address)
     assert logs.returncode == 0 and "recommended mixture" in logs.stdout and "[6/6]" in logs.stdout
     store = JobStore.open(wd, job)  # submission id = job id = job folder
@@ -65,8 +65,7 @@ def test_submit_to_a_ray_head_then_status_logs_and_stop(corpus, tmp_path, ray_he
             break
         time.sleep(0.5)
     assert cli("stop", job2, "--address", address).returncode == 0
-    out = wait_status(job2, address, {"STOPPED", "FAILED", "SUCCEEDED"}, timeout=60)
-    assert "STOPPED" in out, out
+    assert wait_status(job2, address, {"STOPPED", "FAILED", "SUCCEEDED"}, timeout=60) == "STOPPED"
     time.sleep(1)
     st = JobStore(wd / "jobs" / job2)
     assert st.get_meta("state") == "interrupted" and st.n_finished() >= 1

@@ -20,13 +20,13 @@ from tests.reliability.conftest import command_spec
 pytestmark = pytest.mark.slow
 
 
-def test_nan_raise_and_timeout_are_failed_runs_with_reasons(corpus, tmp_path, ray_head, figure):
+def test_nan_raise_and_timeout_are_failed_runs_with_reasons(corpus, tmp_path, shared_wd, ray_head, figure):
     plan = {"r0001": "nan", "r0002": "raise", "r0003": "hang", "_sleep": 0.1}
     spec = SearchSpec.from_yaml(command_spec(corpus, tmp_path, name="fail", runs=6, parallelism=3, plan=plan,
                                              timeout_s=2,
                                              optimizer="{name: regmix, n_candidates: 2000, top_k: 4, min_runs: 2}"))
     t0 = time.time()
-    search = Search(spec, workdir=tmp_path / "wd", ray_address=ray_head["gcs"])
+    search = Search(spec, workdir=shared_wd, ray_address=ray_head["gcs"])
     rec = search.run()
     df = search.store.run_table().df.set_index("run_id")
     assert len(df) == 6  # failed runs count against the budget: 6 proposals, 6 rows, no retries
@@ -40,12 +40,12 @@ def test_nan_raise_and_timeout_are_failed_runs_with_reasons(corpus, tmp_path, ra
            f"failed; search {time.time() - t0:.1f} s")
 
 
-def test_a_killed_worker_is_retried_and_the_search_completes(corpus, tmp_path, ray_head, figure):
+def test_a_killed_worker_is_retried_and_the_search_completes(corpus, tmp_path, shared_wd, ray_head, figure):
     log = tmp_path / "executions.jsonl"
     plan = {"r0001": "kill-worker-once", "_log": str(log), "_sleep": 0.1}
     spec = SearchSpec.from_yaml(command_spec(corpus, tmp_path, name="retry", runs=4, parallelism=2, plan=plan))
     t0 = time.time()
-    search = Search(spec, workdir=tmp_path / "wd", ray_address=ray_head["gcs"])
+    search = Search(spec, workdir=shared_wd, ray_address=ray_head["gcs"])
     search.run()
     df = search.store.run_table().df
     assert list(df["status"]) == ["ok"] * 4 and len(df) == 4  # the retry cost no budget
@@ -56,19 +56,19 @@ def test_a_killed_worker_is_retried_and_the_search_completes(corpus, tmp_path, r
            f"{time.time() - t0:.1f} s")
 
 
-def test_workers_that_keep_dying_fail_the_run_after_max_retries(corpus, tmp_path, ray_head):
+def test_workers_that_keep_dying_fail_the_run_after_max_retries(corpus, tmp_path, shared_wd, ray_head):
     """max_retries: 0 — the first death is final: a failed run that says it was a system failure."""
     plan = {"r0000": "kill-worker-once", "_sleep": 0.1}
     spec = SearchSpec.from_yaml(command_spec(corpus, tmp_path, name="noretry", runs=2, parallelism=2, plan=plan,
                                              extra="max_retries: 0"))
-    search = Search(spec, workdir=tmp_path / "wd", ray_address=ray_head["gcs"])
+    search = Search(spec, workdir=shared_wd, ray_address=ray_head["gcs"])
     search.run()
     df = search.store.run_table().df.set_index("run_id")
     assert df.loc["r0000", "status"] == "failed" and "system failure" in df.loc["r0000", "error"]
     assert df.loc["r0001", "status"] == "ok"
 
 
-def test_an_in_process_proxy_past_its_timeout_is_cancelled(corpus, tmp_path, ray_head, figure):
+def test_an_in_process_proxy_past_its_timeout_is_cancelled(corpus, tmp_path, shared_wd, ray_head, figure):
     """The driver's own limit for proxies trained in the Ray worker: cancel (kill) the task, record failed."""
     path = tmp_path / "slow.yaml"
     path.write_text(f"""
@@ -80,7 +80,7 @@ optimizer: {{name: random}}
 budget: {{runs: 1}}
 parallelism: 1
 """)
-    search = Search(SearchSpec.from_yaml(path), workdir=tmp_path / "wd", ray_address=ray_head["gcs"])
+    search = Search(SearchSpec.from_yaml(path), workdir=shared_wd, ray_address=ray_head["gcs"])
     t0 = time.time()
     with pytest.raises(InputError, match="successful run"):
         search.run()

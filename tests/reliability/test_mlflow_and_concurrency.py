@@ -104,6 +104,6 @@ def test_two_searches_at_once_in_one_workdir(corpus, tmp_path, ray_head, figure)
         children = tr.proxy_runs(s.get_meta("mlflow_parent_run_id"))
         assert sorted(c.data.tags["mixopt.run_id"] for c in children) == [f"r{i:04d}" for i in range(8)]
         assert {c.data.tags["mixopt.job_id"] for c in children} == {s.job_id}
-        assert s.get_meta("mlflow_experiment_id") == tr.experiment_id  # one experiment, created once
+        assert str(s.get_meta("mlflow_experiment_id")) == tr.experiment_id  # one experiment, created once
     figure(f"two searches at once in one workdir (one dataset prepare, one MLflow store, one experiment): "
            f"2×8 runs, no run crossed jobs, {time.time() - t0:.1f} s")
