@@ -11,8 +11,9 @@ Scheduling (`scheduling:` in the search spec):
 - `rounds`: propose `parallelism` mixtures, wait for all of them, repeat. The proposals then depend only on the
   seed and the history, never on which proxy happened to finish first; the price is idle workers at the end of
   every round (large when run lengths differ, e.g. across fidelities).
-Optimizers seed their randomness with the number of rows in the history, so proposals that do not look at
-results (random, and RegMix's sampler) are the same in both modes.
+Optimizers seed their randomness with the number of rows in the history (pending rows included), so in async
+mode proposers that ignore results (random, RegMix's sampler) are still deterministic for an uninterrupted job
+whose `parallelism` is a multiple of `proxies_per_task`; only rounds are reproducible whatever the timing.
 
 Failures: a run that fails by itself (diverged, NaN, the trainer raised or exited non-zero, a timeout) is a
 `failed` row with the reason and is never retried; a task whose worker or node died (a system failure) is
