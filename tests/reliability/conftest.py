@@ -55,7 +55,7 @@ if mode == "kill-worker-once" and not os.path.exists(os.path.join(run_dir, "kill
     open(os.path.join(run_dir, "killed"), "w").write(str(parent))
     os.kill(parent, 9)  # SIGKILL the Ray worker running this proxy: a system failure
     sys.exit(3)
-nap(float(plan.get("_sleep", 0.2)))
+nap(float(plan.get("_slow", 3.0) if mode == "slow" else plan.get("_sleep", 0.2)))
 losses = {d: 2.0 + (v - 0.4) ** 2 + 0.05 * i for i, (d, v) in enumerate(sorted(w.items()))}
 if mode == "nan":
     losses[sorted(w)[0]] = float("nan")
@@ -147,8 +147,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def command_spec(corpus: Path, tmp: Path, name: str = "rel", runs: int = 8, parallelism: int = 3,
                  optimizer: str = "random", plan: dict | None = None, timeout_s: float = 60, extra: str = "",
                  per_task: int = 1) -> Path:
-    """A search spec whose proxies run trainer.py; `plan` maps run ids (or "*") to a trainer mode (ok, nan,
-    raise, hang, kill-worker-once) and `_sleep`/`_log` to its run time and an execution log. `optimizer` is a
+    """A search spec whose proxies run trainer.py; `plan` maps run ids (or "*") to a trainer mode (ok, slow,
+    nan, raise, hang, kill-worker-once) and `_sleep`/`_log` to its run time and an execution log. `optimizer` is a
     name or an inline YAML mapping."""
     import json
 
