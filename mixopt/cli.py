@@ -206,19 +206,13 @@ def _state(st: Any) -> str:
     """The job's state; a `running` job whose driver died on this machine shows as such."""
     import socket
 
+    from mixopt.search.store import alive
+
     state = str(st.get_meta("state"))
     driver = st.get_meta("driver") or {}
-    if state == "running" and driver.get("host") == socket.gethostname() and not _alive(driver.get("pid")):
+    if state == "running" and driver.get("host") == socket.gethostname() and not alive(driver.get("pid")):
         return "running (driver gone: `mixopt resume`)"
     return state
-
-
-def _alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except (OSError, TypeError, ValueError):
-        return False
 
 
 def _cluster_status(address: str, job: str | None) -> None:
@@ -263,7 +257,7 @@ def stop(job: Annotated[str, typer.Argument(help="Job id.")], workdir: WorkdirOp
     import socket
 
     from mixopt.search import jobs
-    from mixopt.search.store import JobStore
+    from mixopt.search.store import JobStore, alive
 
     if jobs.is_job_address(address):
         assert address is not None
@@ -272,7 +266,7 @@ def stop(job: Annotated[str, typer.Argument(help="Job id.")], workdir: WorkdirOp
         return
     st = JobStore.open(workdir, job)
     driver = st.get_meta("driver") or {}
-    if st.get_meta("state") != "running" or not _alive(driver.get("pid")):
+    if st.get_meta("state") != "running" or not alive(driver.get("pid")):
         console.print(f"{st.job_id}: not running (state {st.get_meta('state')})")
         return
     if driver.get("host") != socket.gethostname():

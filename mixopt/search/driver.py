@@ -44,7 +44,7 @@ from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation
 from mixopt.proxies.model import model_size
 from mixopt.runs import RunTable
 from mixopt.search import cluster
-from mixopt.search.store import JobStore, PendingRun
+from mixopt.search.store import JobStore, PendingRun, alive
 from mixopt.search.tracking import Tracker, default_tracking_uri
 from mixopt.spec import ProxySpec, SearchSpec
 from mixopt.target import apply_target
@@ -297,6 +297,8 @@ class Search:
     # ------------------------------------------------------------------------------------------ main loop
 
     def run(self) -> Recommendation:
+        if self.store is not None:
+            self._refuse_second_driver()
         data = self._prepare()
         if self.store is None:
             self.store = JobStore.create(self.workdir, self.spec, self.job_id)
@@ -341,12 +343,25 @@ class Search:
                                       f"is not: `mixopt sync {store.job_id}` restores it"})
         return rec
 
+    def _refuse_second_driver(self) -> None:
+        """Two drivers on one job would each re-run its pending proposals: refuse while the first is alive."""
+        assert self.store is not None
+        driver = self.store.get_meta("driver") or {}
+        if (self.store.get_meta("state") == "running" and driver.get("host") == socket.gethostname()
+                and driver.get("pid") != os.getpid() and alive(driver.get("pid"))):
+            raise InputError(f"job {self.store.job_id}", f"is running (driver pid {driver['pid']} on this machine)",
+                             f"wait for it, or `mixopt stop {self.store.job_id}` first")
+
     def sync(self) -> dict[str, int]:
         """Restore the MLflow view of this job from its run table (`mixopt sync`): parent run, every child run,
         every result, the recommendation and the report. Idempotent; raises MixoptError when MLflow is down."""
         store = self.store
         assert store is not None
-        tracker = Tracker(self.tracking_uri, self.spec.name, self.workdir / "mlartifacts")
+        try:
+            tracker = Tracker(self.tracking_uri, self.spec.name, self.workdir / "mlartifacts")
+        except Exception as e:
+            raise MixoptError(f"MLflow at {self.tracking_uri} did not answer ({_first_line(e)}); nothing "
+                              "changed") from None
         if store.get_meta("tracking_uri") != self.tracking_uri:
             store.forget_tracking()
             store.set_meta("tracking_uri", self.tracking_uri)

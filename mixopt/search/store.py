@@ -11,6 +11,7 @@ run, and on resume re-runs exactly the pending proposals (same mixture, same see
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import sqlite3
@@ -270,6 +271,15 @@ class JobStore:
 def new_job_id(name: str) -> str:
     """`NAME-YYYYmmdd-HHMMSS-xxxx`: sortable by time, unique enough for two jobs started in the same second."""
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def alive(pid: Any) -> bool:
+    """Whether a process with this id exists on this machine (a job's driver, say)."""
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def list_jobs(workdir: Path) -> list[JobStore]:

@@ -116,3 +116,20 @@ def test_driver_killed_five_times_then_resumed(corpus, tmp_path, ray_head, figur
     figure(f"kill -9 ×{KILLS} then resume: {len(final)}/{BUDGET} results, 0 lost, 0 recorded twice, "
            f"{executions - BUDGET} run(s) re-executed (pending at a kill), {len(children)} MLflow children; "
            f"final resume {time.time() - t0:.1f} s, whole test {time.time() - t_start:.1f} s")
+
+
+def test_a_second_driver_on_a_running_job_is_refused(corpus, tmp_path):
+    """Two drivers on one job would both re-run its pending runs; the second is refused while the first lives."""
+    import socket
+
+    from mixopt.errors import InputError
+    from mixopt.search import Search
+    from mixopt.spec import SearchSpec
+
+    spec = SearchSpec.from_yaml(command_spec(corpus, tmp_path, name="twice"))
+    store = JobStore.create(tmp_path / "wd", spec)
+    store.set_meta("state", "running")
+    store.set_meta("driver", {"pid": os.getppid(), "host": socket.gethostname()})  # a live process, not us
+    with pytest.raises(InputError, match="is running"):
+        Search.resume(store.job_id, workdir=tmp_path / "wd").run()
+    assert store.n_proposed() == 0 and not (tmp_path / "wd" / "data").exists()
