@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shlex
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from mixopt.spec import SearchSpec
 #: Lines of the driver's output that carry progress (`[12/24] r0011 ok ...`), for `mixopt status`.
 PROGRESS = re.compile(r"\[(\d+)/(\d+)\]")
 DEFAULT_REMOTE_WORKDIR = "$HOME/mixopt-work"
+AGENT_WAIT_S = 60.0
 
 
 def is_job_address(address: str | None) -> bool:
@@ -57,14 +59,18 @@ def submit_job(spec: SearchSpec, address: str, workdir: str | None = None, track
     with tempfile.TemporaryDirectory(prefix="mixopt-submit-") as tmp:
         (Path(tmp) / "spec.yaml").write_text(spec.to_yaml())
         runtime_env = {"working_dir": tmp, "env_vars": {"PYTHONUNBUFFERED": "1", "COLUMNS": "160"}}
-        try:
-            return client(address).submit_job(entrypoint=entrypoint, submission_id=job_id,
-                                               runtime_env=runtime_env,
-                                               metadata={"mixopt.job_id": job_id, "mixopt.spec": spec.name})
-        except InputError:
-            raise
-        except Exception as e:
-            raise MixoptError(f"the cluster at {address} refused the job: {_first_line(e)}") from None
+        c = client(address)
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                return c.submit_job(entrypoint=entrypoint, submission_id=job_id, runtime_env=runtime_env,
+                                    metadata={"mixopt.job_id": job_id, "mixopt.spec": spec.name})
+            except Exception as e:
+                # A head that has just started answers before its job agent is up: wait for it a little.
+                if "No available agent" in str(e) and time.monotonic() < deadline:
+                    time.sleep(2.0)
+                    continue
+                raise MixoptError(f"the cluster at {address} refused the job: {_first_line(e)}") from None
 
 
 def _remote_workdir(workdir: str | None) -> str:
