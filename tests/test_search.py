@@ -200,6 +200,7 @@ def test_status_and_recommend_commands(tiny_job, workdir):
 
 def test_results_cut_off_from_mlflow_by_a_kill_are_mirrored_on_resume(tmp_path):
     """The driver records a result in SQLite, then in MLflow; a kill between the two must not leave MLflow stale."""
+    from mixopt.search.driver import _Mirror
     from mixopt.search.store import PendingRun
 
     spec = SearchSpec.from_yaml(tiny_spec_yaml(tmp_path, runs=2))
@@ -218,7 +219,7 @@ def test_results_cut_off_from_mlflow_by_a_kill_are_mirrored_on_resume(tmp_path):
     child = tracker.client.get_run(store.tracking_ids()["r0000"])
     assert child.info.status == "RUNNING" and not child.data.metrics
 
-    Search(spec, workdir=wd, store=store)._catch_up(tracker)
+    _Mirror(Search(spec, workdir=wd, store=store), tracker, parent=parent).catch_up()  # what resume does first
     child = tracker.client.get_run(store.tracking_ids()["r0000"])
     assert child.info.status == "FINISHED"
     assert child.data.metrics["loss_python"] == pytest.approx(losses["python"])

@@ -44,8 +44,9 @@ def test_submit_to_a_ray_head_then_status_logs_and_stop(corpus, tmp_path, ray_he
     took = time.time() - t0
     out = cli("status", job, "--address", address)
     assert out.returncode == 0 and re.search(r"status: SUCCEEDED", out.stdout) and "6/6" in out.stdout, out.stdout
-    logs = cli("logs", job, "--address", address)
-    assert logs.returncode == 0 and "recommended mixture" in logs.stdout and "[6/6]" in logs.stdout
+    for follow in ([], ["--follow"]):  # --follow streams until the job ends (here: at once)
+        logs = cli("logs", job, "--address", address, *follow, timeout=120)
+        assert logs.returncode == 0 and "recommended mixture" in logs.stdout and "[6/6]" in logs.stdout
     store = JobStore.open(wd, job)  # submission id = job id = job folder
     assert list(store.run_table().df["status"]) == ["ok"] * 6 and store.get_meta("state") == "done"
     listing = cli("status", "--address", address)
