@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -490,6 +491,16 @@ def _print_recommendation(rec: dict[str, Any], path: Path | None) -> None:
         unc = f" ± {rec['uncertainty']:.4f}" if rec.get("uncertainty") is not None else ""
         console.print(f"predicted objective: [bold]{rec['predicted']:.4f}[/]{unc}  "
                       f"(from {len(rec.get('runs_used', []))} runs)")
+    clusters = (rec.get("details") or {}).get("clusters")
+    if clusters:  # discovered domains (climb with `manifest`): what each cluster holds, next to its weight
+        ct = Table(title="the clusters", show_lines=True)
+        for c in ("domain", "weight", "documents", "top terms", "example"):
+            ct.add_column(c, justify="right" if c in ("weight", "documents") else "left", overflow="fold")
+        for d, c in clusters.items():
+            example = escape(c["examples"][0][:120]) if c.get("examples") else ""  # snippets may hold [markup]
+            ct.add_row(d, f"{c['weight']:.4f}", f"{c['documents']:,}", escape(", ".join(c["top_terms"][:8])),
+                       example)
+        console.print(ct)
     for n in rec.get("notes", []):
         console.print(f"  • {n}", highlight=False)
     if path:

@@ -121,6 +121,10 @@ class RunTable:
     def with_status(self, *statuses: str) -> RunTable:
         return self._subset(self.df["status"].isin(statuses).to_numpy())
 
+    def head(self, n: int) -> RunTable:
+        """The first `n` runs, in the order they were proposed."""
+        return self._subset(np.arange(len(self.df)) < n)
+
     def _subset(self, mask: np.ndarray) -> RunTable:
         sub = RunTable.__new__(RunTable)
         sub.source, sub.notes, sub.domains = self.source, list(self.notes), list(self.domains)

@@ -55,7 +55,7 @@ def sample_mixtures(prior: np.ndarray, n: int, rng: np.random.Generator,
         W = gam[ok] / gam[ok].sum(axis=1, keepdims=True)
         if caps is not None:
             W = W[(W <= caps[None, :] + 1e-12).all(axis=1)]
-        W = _clean(W, s)
+        W = clean_mixtures(W, s)
         if len(W):
             kept.append(W)
             have = len(_dedup(np.concatenate(kept)))
@@ -71,7 +71,8 @@ def sample_mixtures(prior: np.ndarray, n: int, rng: np.random.Generator,
     return W[rng.permutation(len(W))[:n]]
 
 
-def _clean(W: np.ndarray, s: SamplerSettings) -> np.ndarray:
+def clean_mixtures(W: np.ndarray, s: SamplerSettings) -> np.ndarray:
+    """RegMix's tidying: weights under `min_weight` set to 0, rounding to `round_to`, rows renormalised."""
     W = np.where(W < s.min_weight, 0.0, W)
     W = W[W.sum(axis=1) > 0]
     W = W / W.sum(axis=1, keepdims=True)

@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "benchmarks"
 REGMIX_TRAIN = SHARED / "regmix" / "runs_1m_train.csv"
+MIXINGLAWS = SHARED / "mixinglaws"
 DEMO_DOMAINS = ["python", "c_headers", "cpp", "prose", "licenses", "package_docs", "data"]
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -20,6 +21,12 @@ def need_regmix() -> Path:
     if not REGMIX_TRAIN.is_file():
         pytest.skip(f"released RegMix runs not found at {REGMIX_TRAIN} (../shared is absent)")
     return REGMIX_TRAIN
+
+
+def need_mixinglaws() -> Path:
+    if not (MIXINGLAWS / "5mix.csv").is_file():
+        pytest.skip(f"released data mixing laws runs not found at {MIXINGLAWS} (../shared is absent)")
+    return MIXINGLAWS
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,15 @@ def test_ray_cluster_yaml_is_a_valid_launcher_config():
     assert any("pip install" in c and "mixopt" in c for c in cfg["setup_commands"])
 
 
+# Recipes over discovered domains read the manifest `mixopt data discover` writes (git-ignored); until it exists,
+# tests/test_climb.py validates them against a manifest discovered from a small corpus.
+DISCOVERED = {"climb-demo.yaml": ROOT / "datasets" / "demo-clusters.yaml"}
+
+
 def test_shipped_yaml_files_validate():
     for p in (ROOT / "search").glob("*.yaml"):
+        if p.name in DISCOVERED and not DISCOVERED[p.name].is_file():
+            continue
         SearchSpec.from_yaml(p)
     for p in (ROOT / "datasets").glob("*.yaml"):
         load_dataset(p)

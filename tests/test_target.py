@@ -44,7 +44,8 @@ from tests.conftest import DEMO_DOMAINS, ROOT
 
 TARGETS = ROOT / "search" / "targets"
 FAST = {"regmix": dict(n_candidates=2000, top_k=16, predictor="lightgbm", n_bootstrap=0, n_estimators=20,
-                       max_epochs=None)}
+                       max_epochs=None),
+        "climb": dict(n_candidates=2000, predictor="lightgbm", n_bootstrap=0, n_estimators=20)}  # caps in search
 
 
 def history(counts: dict[str, float], n: int = 12, seed: int = 0) -> RunTable:
@@ -157,7 +158,7 @@ def test_caps_never_violated_across_optimizers(counts, fill, max_epochs, python_
                         max_epochs_per_domain=per_domain)
     table = history(counts_d)
     caps = {d: min(1.0, per_domain.get(d, max_epochs) * n / target.tokens) for d, n in counts_d.items()}
-    for name in ("random", "uniform", "natural", "regmix"):
+    for name in ("random", "uniform", "natural", "regmix", "climb"):
         opt = get_optimizer(name, objective="loss_a", **FAST.get(name, {}))
         rec = apply_target(opt.recommend(table, target), table.token_counts, target)
         w = rec.weights

@@ -18,6 +18,10 @@ _BUILTIN = {
     "uniform": "mixopt.optimizers.uniform:Uniform",
     "natural": "mixopt.optimizers.natural:Natural",
     "regmix": "mixopt.optimizers.regmix:RegMix",
+    "climb": "mixopt.optimizers.climb:Climb",
+    "mixing_law": "mixopt.optimizers.mixing_law:MixingLawOptimizer",
+    "dcpt": "mixopt.optimizers.dcpt:DCPT",
+    "cmr": "mixopt.optimizers.cmr:CMR",
 }
 
 

@@ -143,16 +143,13 @@ class MoE(nn.Module):
         probs = torch.softmax(torch.bmm(x, self.router), dim=-1)  # [K, N, E]
         gate, expert = probs.topk(k, dim=-1)  # [K, N, k]
         gate = gate / gate.sum(-1, keepdim=True)
-        # Balancing loss per proxy.
-        counts = torch.zeros(K, E, device=x.device).scatter_add_(
-            1, expert.reshape(K, -1), torch.ones(K, N * k, device=x.device))
-        frac = counts / (N * k)
-        aux = E * (frac * probs.mean(1)).sum(-1)  # [K]
         # Group assignments by (proxy, expert); position of each within its group, in token order.
         group = (torch.arange(K, device=x.device).view(K, 1) * E + expert.reshape(K, N * k)).reshape(-1)
+        sizes = torch.bincount(group, minlength=K * E)
+        frac = sizes.view(K, E).to(probs.dtype) / (N * k)
+        aux = E * (frac * probs.mean(1)).sum(-1)  # [K]
         order = torch.argsort(group, stable=True)
         g_sorted = group[order]
-        sizes = torch.bincount(group, minlength=K * E)
         starts = torch.cumsum(sizes, 0) - sizes
         pos = torch.arange(group.numel(), device=x.device) - starts[g_sorted]
         if self.capacity_factor is None:
@@ -161,16 +158,18 @@ class MoE(nn.Module):
             cap = max(1, math.ceil(self.capacity_factor * N * k / E))
         keep = pos < cap
         # Assignments are laid out [K, N, k] (proxy-major), so assignment i belongs to flat token i // k.
-        token = order // k
-        g_keep, p_keep, t_keep = g_sorted[keep], pos[keep], token[keep]
+        token = (order // k)[keep]
+        slot = g_sorted[keep] * cap + pos[keep]  # row of the padded [K·E·C] buffer
+        # index_select / index_copy / index_add rather than advanced indexing: their backward passes are the
+        # same three ops, where advanced-index assignment falls back to a sort-based scatter (measured slower).
         x_flat = x.reshape(K * N, D)
-        buf = x.new_zeros(K * E, cap, D)
-        buf[g_keep, p_keep] = x_flat[t_keep]
-        h = torch.bmm(buf, self.w_in.reshape(K * E, D, 2 * self.hidden))
+        buf = x.new_zeros(K * E * cap, D).index_copy(0, slot, x_flat.index_select(0, token))
+        h = torch.bmm(buf.view(K * E, cap, D), self.w_in.reshape(K * E, D, 2 * self.hidden))
         a, b = h.chunk(2, dim=-1)
         out = torch.bmm(F.silu(a) * b, self.w_out.reshape(K * E, self.hidden, D))  # [K·E, C, D]
-        w = gate.reshape(-1)[order][keep].unsqueeze(-1)
-        y = x_flat.new_zeros(K * N, D).index_add_(0, t_keep, out[g_keep, p_keep] * w).view(K, N, D)
+        w = gate.reshape(-1)[order][keep].unsqueeze(-1).to(out.dtype)
+        y = x_flat.new_zeros(K * N, D).index_add(0, token, (out.reshape(-1, D).index_select(0, slot) * w).to(x.dtype))
+        y = y.view(K, N, D)
         if self.n_shared:
             hs = torch.bmm(x, self.shared_in)
             a, b = hs.chunk(2, dim=-1)

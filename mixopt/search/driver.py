@@ -99,12 +99,14 @@ def resolve_fidelity(spec: SearchSpec, fidelity: dict[str, Any] | None, vocab_si
 
     A proposal names its fidelity by `level` (index into [proxy, *fidelities]), `proxy` (a proxy's name) or
     `params` (the nearest proxy by total parameter count, on a log scale); `tokens` overrides the chosen
-    proxy's budget. No fidelity means the search's `proxy`. The record (level, params, active_params, tokens,
-    flops) becomes the `fid_*` columns of the run table, so optimizers see what was actually trained.
+    proxy's budget. No fidelity means the search's `proxy`. The record (level, params, active_params,
+    nonembedding_params — what size laws want —, tokens, flops) becomes the `fid_*` columns of the run table,
+    so optimizers see what was actually trained.
     """
     proxies = spec.proxies
     fid = dict(fidelity or {})
-    unknown = sorted(set(fid) - {"level", "proxy", "params", "tokens", "active_params", "flops"})
+    unknown = sorted(set(fid) - {"level", "proxy", "params", "tokens", "active_params", "nonembedding_params",
+                                 "flops"})
     if unknown:
         raise ValueError(f"fidelity keys {unknown} are not understood; use level, proxy, params or tokens")
     level = 0
@@ -128,7 +130,8 @@ def resolve_fidelity(spec: SearchSpec, fidelity: dict[str, Any] | None, vocab_si
     record: dict[str, float] = {"level": level, "tokens": proxy.tokens}
     if proxy.kind != "command":
         size = model_size(proxy, vocab_size)
-        record.update(params=size.total, active_params=size.active, flops=size.flops_per_token * proxy.tokens)
+        record.update(params=size.total, active_params=size.active, nonembedding_params=size.non_embedding,
+                      flops=size.flops_per_token * proxy.tokens)
     return proxy, record
 
 

@@ -1,0 +1,31 @@
+"""Keeps benchmarks/e2e_demo.py working: the --toy path end to end (real searches, real target training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_e2e_demo_toy_path_runs_and_reports(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("e2e_demo", ROOT / "benchmarks" / "e2e_demo.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "e2e_demo", mod)  # the optimizer registry imports TPE by module name
+    spec.loader.exec_module(mod)
+    out = tmp_path / "e2e.json"
+    res = mod.main(["--toy", "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    names = {r["mixture"] for r in res["rows"]}
+    assert {"regmix (rec.)", "tpe (rec.)", "uniform", "natural", "best proxy run"} <= names
+    assert res["params_ratio"] >= 8 and res["tokens_ratio"] >= 4
+    for r in res["rows"]:
+        assert len(r["values"]) == 2 and all(v == v for v in r["values"])  # two seeds, no NaN
+        assert abs(sum(r["weights"].values()) - 1) < 1e-6
+    assert -1 <= res["ranking"]["spearman_rho"] <= 1 and len(res["ranking"]["target"]) == 4
+    assert json.loads(out.read_text())["mode"] == "toy"
+    assert res.get("mlflow_parent_run")  # the plot and the JSON went to the regmix job's parent run
