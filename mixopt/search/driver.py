@@ -11,6 +11,8 @@ Scheduling (`scheduling:` in the search spec):
 - `rounds`: propose `parallelism` mixtures, wait for all of them, repeat. The proposals then depend only on the
   seed and the history, never on which proxy happened to finish first; the price is idle workers at the end of
   every round (large when run lengths differ, e.g. across fidelities).
+An optimizer that needs complete results at some points (CLIMB between its rounds) can say so with an optional
+`wait_for_pending(history) -> bool` method; the async driver then lets the runs in flight finish first.
 Optimizers seed their randomness with the number of rows in the history (pending rows included), so in async
 mode proposers that ignore results (random, RegMix's sampler) are still deterministic for an uninterrupted job
 whose `parallelism` is a multiple of `proxies_per_task`; only rounds are reproducible whatever the timing.
@@ -447,7 +449,7 @@ class Search:
                 room = spec.budget.runs - store.n_proposed()
                 if not queue and room > 0 and (spec.scheduling == "async" or not inflight):
                     n = min(spec.parallelism - busy, room)
-                    if n > 0:
+                    if n > 0 and not (inflight and self._barrier()):
                         queue = self._propose(n, data.vocab_size)
                         store.add_proposals(queue)
                 queue = self._submit(queue, inflight, spec.parallelism - busy, remote, train_ref, val_ref,
@@ -464,6 +466,12 @@ class Search:
                 with contextlib.suppress(Exception):
                     ray.cancel(gen, force=True)
             raise
+
+    def _barrier(self) -> bool:
+        """An optimizer may ask the asynchronous driver to let the runs in flight finish before it proposes
+        again (`wait_for_pending(history) -> bool`), e.g. CLIMB at the start of each of its rounds."""
+        hook = getattr(self.optimizer, "wait_for_pending", None)
+        return bool(callable(hook) and self.store is not None and hook(self.store.run_table()))
 
     def _submit(self, queue: list[PendingRun], inflight: dict[Any, _Task], free: int, remote: Any,
                 train_ref: Any, val_ref: Any, data: PreparedData, mirror: _Mirror) -> list[PendingRun]:

@@ -34,3 +34,23 @@ def test_a_slow_proxy_holds_up_only_a_synchronous_round(corpus, tmp_path, shared
         assert list(df["round"]) == [0, 0, 1, 1, 2, 2]
     figure(f"scheduling {mode}: 6 runs, one 4 s proxy among 0.2 s ones, 2 slots: {len(started_meanwhile)} other "
            f"run(s) proposed while it trained; search {took:.1f} s")
+
+
+def test_an_optimizer_can_ask_the_async_driver_to_wait_for_pending_runs(corpus, tmp_path, shared_wd, ray_head):
+    from mixopt.optimizers.random_search import RandomSearch
+
+    class Rounds(RandomSearch):
+        """Random proposals, but a barrier before the 4th run (like CLIMB before its next round)."""
+
+        def wait_for_pending(self, history) -> bool:
+            return len(history) == 3
+
+    plan = {"r0000": "slow", "_slow": 3.0, "_sleep": 0.2}
+    spec = SearchSpec.from_yaml(command_spec(corpus, tmp_path, name="barrier", runs=5, parallelism=2, plan=plan))
+    search = Search(spec, workdir=shared_wd, ray_address=ray_head["gcs"])
+    search.optimizer = Rounds(seed=spec.seed, objective=spec.objective)
+    search.run()
+    df = search.store.run_table().df.set_index("run_id")
+    assert list(df["status"]) == ["ok"] * 5
+    assert df.loc["r0002", "created_at"] < df.loc["r0000", "finished_at"]  # async up to the barrier
+    assert df.loc["r0003", "created_at"] >= df.loc[["r0000", "r0001", "r0002"], "finished_at"].max()
