@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,8 @@ DEFAULT_WD = Path("mixopt-work")
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("MIXOPT_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    # `mixopt stop` and `ray job stop` send SIGTERM: end like Ctrl-C, so the job is marked interrupted.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app(standalone_mode=False)
     except InputError as e:
@@ -55,6 +58,10 @@ def main() -> None:
             e.show()
             sys.exit(e.exit_code)
         raise
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -80,8 +87,9 @@ class _Live:
             obj = data.get("objective")
             if obj is not None:
                 self.best = min(self.best, obj)
-            line = (f"{data['run_id']} [green]ok[/] objective {obj:.4f} ({data.get('seconds') or 0:.1f}s)"
-                    if data["status"] == "ok" else f"{data['run_id']} [red]failed[/]: {data.get('error')}")
+            where = f"[{data['done']}/{data['budget']}] " if "done" in data else ""
+            line = (f"{where}{data['run_id']} [green]ok[/] objective {obj:.4f} ({data.get('seconds') or 0:.1f}s)"
+                    if data["status"] == "ok" else f"{where}{data['run_id']} [red]failed[/]: {data.get('error')}")
             p.console.log(line)
             p.update(self.task, advance=1, best=f"best {self.best:.4f}" if math.isfinite(self.best) else "")
         elif event == "warning":
@@ -96,37 +104,65 @@ def _run_search(search: Any) -> None:
     _print_recommendation(rec.to_dict(), search.store.path / "recommendation.json")
 
 
+AddressOpt = Annotated[str | None, typer.Option(
+    "--address", envvar="MIXOPT_ADDRESS", help="A Ray dashboard URL (http://HEAD:8265): the job runs on the "
+    "cluster (job submission; you may disconnect). A Ray address (HOST:6379, ray://...): the driver runs here "
+    "on that cluster. Default: a local Ray.")]
+
+
 @app.command()
 def submit(
     spec: Annotated[Path, typer.Argument(help="Search spec YAML, e.g. search/demo.yaml.")],
     workdir: WorkdirOpt = DEFAULT_WD,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one).")] = None,
+    address: AddressOpt = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: a SQLite file in the "
-                                                     "workdir).")] = None,
+                                                     "workdir), e.g. http://mlflow.internal:5000.")] = None,
+    job_id: Annotated[str | None, typer.Option(hidden=True, help="Job id chosen by the submitting side.")] = None,
 ) -> None:
     """Validate a search spec, then run it: proxies on Ray, results in the job's run table and MLflow."""
-    from mixopt.search.driver import Search
+    from mixopt.search import jobs
     from mixopt.spec import SearchSpec
 
     s = SearchSpec.from_yaml(spec)  # data sources are checked by prepare, before any job folder exists
-    _run_search(Search(s, workdir=workdir, ray_address=address, tracking_uri=tracking_uri))
+    if jobs.is_job_address(address):
+        assert address is not None
+        remote_wd = None if workdir == DEFAULT_WD else str(workdir)
+        jid = jobs.submit_job(s, address, remote_wd, tracking_uri)
+        console.print(f"submitted job [bold]{jid}[/] to {address}")
+        console.print(f"  follow it:  mixopt logs {jid} --address {address} --follow")
+        console.print(f"  progress:   mixopt status {jid} --address {address}")
+        console.print(f"  stop it:    mixopt stop {jid} --address {address}")
+        return
+    from mixopt.search.driver import Search
+
+    _run_search(Search(s, workdir=workdir, ray_address=address, tracking_uri=tracking_uri, job_id=job_id))
 
 
 @app.command()
 def resume(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
            address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None) -> None:
     """Continue a job from its run table: pending runs first (same mixture, same seed), then new rounds."""
+    from mixopt.search import jobs
     from mixopt.search.driver import Search
 
+    if jobs.is_job_address(address):
+        raise InputError(f"--address {address}", "resume runs the driver where the job folder is",
+                         f"on the head: `ray job submit --address {address} -- mixopt resume {job or 'JOB'} "
+                         "--workdir WORKDIR`")
     _run_search(Search.resume(job, workdir=workdir, ray_address=address))
 
 
 @app.command()
 def status(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
-           all_jobs: Annotated[bool, typer.Option("--all", help="List every job, not only one.")] = False) -> None:
-    """Jobs in the workdir with their progress; with JOB, that job in detail."""
+           all_jobs: Annotated[bool, typer.Option("--all", help="List every job, not only one.")] = False,
+           address: AddressOpt = None) -> None:
+    """Jobs in the workdir with their progress; with JOB, that job in detail. With --address (a dashboard URL),
+    the jobs submitted to that cluster."""
     from mixopt.search.store import JobStore, list_jobs
 
+    if address is not None:
+        _cluster_status(address, job)
+        return
     if job is None or all_jobs:
         jobs = list_jobs(workdir)
         if not jobs:
@@ -150,15 +186,127 @@ def status(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
 
 
 def _job_summary(st: Any) -> tuple[str, ...]:
-    spec = st.spec
-    table = st.run_table()
+    import sqlite3
+
+    try:
+        spec = st.spec
+        table = st.run_table()
+        state = _state(st)
+    except (InputError, sqlite3.DatabaseError) as e:
+        return (st.path.name, "?", f"unreadable: {e}", "", "", "", "", "")
     counts = table.df["status"].value_counts().to_dict()
     best = ""
     if counts.get("ok"):
         _, y = table.usable(spec.objective)
         best = f"{y.min():.4f}" if len(y) else ""
-    return (st.job_id, spec.optimizer.name, str(st.get_meta("state")), str(counts.get("ok", 0)),
+    return (st.job_id, spec.optimizer.name, state, str(counts.get("ok", 0)),
             str(counts.get("failed", 0)), str(counts.get("pending", 0)), str(spec.budget.runs), best)
+
+
+def _state(st: Any) -> str:
+    """The job's state; a `running` job whose driver died on this machine shows as such."""
+    import socket
+
+    from mixopt.search.store import alive
+
+    state = str(st.get_meta("state"))
+    driver = st.get_meta("driver") or {}
+    if state == "running" and driver.get("host") == socket.gethostname() and not alive(driver.get("pid")):
+        return "running (driver gone: `mixopt resume`)"
+    return state
+
+
+def _cluster_status(address: str, job: str | None) -> None:
+    from mixopt.search import jobs
+
+    if job is None:
+        rows = jobs.list_cluster_jobs(address)
+        if not rows:
+            console.print(f"no mixopt jobs on {address}")
+            return
+        t = Table(title=f"mixopt jobs on {address}")
+        for c in ("job", "spec", "status"):
+            t.add_column(c)
+        for r in rows:
+            t.add_row(r["job"], r["spec"], r["status"])
+        console.print(t)
+        return
+    info = jobs.job_info(address, job)
+    for k in ("job", "status", "runs", "message", "last_line"):
+        if info.get(k):
+            console.print(f"[bold]{k.replace('_', ' '):>10}[/]: {info[k]}", highlight=False)
+
+
+@app.command()
+def logs(job: Annotated[str, typer.Argument(help="Job id, as `mixopt submit --address` printed it.")],
+         address: AddressOpt = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the job ends.")] = False) -> None:
+    """The output of a job submitted to a cluster."""
+    from mixopt.search import jobs
+
+    if not jobs.is_job_address(address):
+        raise InputError("--address", "logs are kept by the cluster that runs the job",
+                         "pass the dashboard URL the job was submitted to, e.g. --address http://127.0.0.1:8265")
+    assert address is not None
+    jobs.logs(address, job, lambda text: (sys.stdout.write(text), sys.stdout.flush()), follow)
+
+
+@app.command()
+def stop(job: Annotated[str, typer.Argument(help="Job id.")], workdir: WorkdirOpt = DEFAULT_WD,
+         address: AddressOpt = None) -> None:
+    """Stop a running job: finished runs are kept; `mixopt resume` continues it."""
+    import socket
+
+    from mixopt.search import jobs
+    from mixopt.search.store import JobStore, alive
+
+    if jobs.is_job_address(address):
+        assert address is not None
+        stopped = jobs.stop(address, job)
+        console.print(f"{job}: {'stop requested' if stopped else 'not running'}")
+        return
+    st = JobStore.open(workdir, job)
+    driver = st.get_meta("driver") or {}
+    if st.get_meta("state") != "running" or not alive(driver.get("pid")):
+        console.print(f"{st.job_id}: not running (state {st.get_meta('state')})")
+        return
+    if driver.get("host") != socket.gethostname():
+        raise InputError(f"job {st.job_id}", f"its driver runs on {driver.get('host')}, not here",
+                         "stop it from that machine, or with --address if it was submitted to a cluster")
+    os.kill(int(driver["pid"]), signal.SIGTERM)
+    console.print(f"{st.job_id}: stop requested (driver pid {driver['pid']})")
+
+
+@app.command()
+def sync(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
+         tracking_uri: Annotated[str | None, typer.Option(help="MLflow to mirror to (default: the one the job "
+                                                          "used).")] = None) -> None:
+    """Restore a job's MLflow view from its run table (after MLflow was down, or into another server)."""
+    from mixopt.search.driver import Search
+
+    search = Search.resume(job, workdir=workdir, tracking_uri=tracking_uri)
+    with console.status(f"mirroring {search.store.job_id} to {search.tracking_uri}"):
+        out = search.sync()
+    console.print(f"{search.store.job_id} → {search.tracking_uri}: {out['runs_created']} MLflow runs created, "
+                  f"{out['results_sent']} results sent"
+                  + (", parent run finished" if out["parent_closed"] else "")
+                  + (f"; {out['still_missing']} still missing" if out["still_missing"] else ""))
+
+
+@app.command()
+def report(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
+           out: Annotated[Path | None, typer.Option(help="HTML file to write (default: report.html in the job "
+                                                    "folder).")] = None) -> None:
+    """One self-contained HTML page (works offline) with the job's charts: objective vs runs and cost, the
+    predictor against measurements, the recommendation against baselines, sensitivity, fidelities, clusters,
+    mixing trajectories."""
+    from mixopt.search.report import write_report
+    from mixopt.search.store import JobStore
+
+    st = JobStore.open(workdir, job)
+    with console.status("writing the report"):
+        path = write_report(st, out)
+    console.print(f"report written to {path}")
 
 
 @app.command()
@@ -287,10 +435,10 @@ def recommend_table(
 ) -> None:
     """Recommend a mixture from runs you already have — no search, no proxies (e.g. RegMix's released runs)."""
     import yaml
+    from pydantic import ValidationError
 
     from mixopt.optimizers import get_optimizer
-    from mixopt.runs import RunTable
-    from mixopt.spec import ObjectiveSpec
+    from mixopt.spec import ObjectiveSpec, validation_to_input_error
 
     counts = None
     if token_counts is not None:
@@ -299,10 +447,13 @@ def recommend_table(
         counts = yaml.safe_load(token_counts.read_text())
         if not isinstance(counts, dict):
             raise InputError(str(token_counts), "expected a mapping domain: tokens", "write one line per domain")
-    table = RunTable.from_file(runs_file, token_counts=counts)
+    table = _read_table(runs_file, counts)
     settings: dict[str, Any] = {k: yaml.safe_load(v) for k, v in
                                 _pairs(setting or [], "--set", "--set predictor=gp").items()}
-    obj = ObjectiveSpec(metrics=list(objective)) if objective else ObjectiveSpec()
+    try:
+        obj = ObjectiveSpec(metrics=list(objective)) if objective else ObjectiveSpec()
+    except ValidationError as e:
+        raise validation_to_input_error(e, "--objective") from None
     try:
         opt = get_optimizer(optimizer, seed=seed, objective=obj, **settings)
     except ValueError as e:
@@ -312,6 +463,20 @@ def recommend_table(
         sys.stdout.write(json.dumps(rec, indent=2) + "\n")
     else:
         _print_recommendation(rec, None)
+
+
+def _read_table(path: Path, counts: dict[str, Any] | None) -> Any:
+    """A run table from a user's file; whatever pandas cannot parse becomes one line, not a traceback."""
+    from mixopt.runs import RunTable
+
+    try:
+        return RunTable.from_file(path, token_counts=counts)
+    except MixoptError:
+        raise
+    except (ValueError, UnicodeDecodeError, OSError, TypeError) as e:  # pandas/pyarrow parse errors are these
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise InputError(str(path), f"not a readable CSV/Parquet run table ({first})",
+                         "write one row per run with w_<domain> and loss_<domain> columns") from None
 
 
 def _print_recommendation(rec: dict[str, Any], path: Path | None) -> None:

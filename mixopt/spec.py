@@ -490,7 +490,14 @@ class SearchSpec(_Strict):
     include_mixtures: list[dict[str, float]] = Field(
         default_factory=list, description="mixtures to train first (e.g. your current default mixture)")
     seed: int = 0
-    parallelism: int = Field(default=2, ge=1, description="proxy runs in flight at once (one round)")
+    parallelism: int = Field(default=2, ge=1, description="proxy runs in flight at once")
+    scheduling: Literal["async", "rounds"] = Field(
+        default="async", description="async: a new proposal as soon as a proxy finishes (every worker stays "
+        "busy); rounds: propose `parallelism` mixtures, wait for all, repeat (proposals depend only on the seed "
+        "and the history, never on which proxy finished first)")
+    max_retries: int = Field(default=2, ge=0, description="re-runs of a proxy task whose worker or node died "
+                             "(a system failure); a run that fails by itself (diverged, NaN, an error, a timeout) "
+                             "is recorded as failed and never retried")
     workdir: str | None = None
     tracking_uri: str | None = None
     ray_address: str | None = None

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from mixopt.search import JobStore, Search
 from mixopt.search.tracking import Tracker, default_tracking_uri
 from mixopt.spec import SearchSpec
 from tests.conftest import ROOT, run_cli, tiny_spec_yaml
+from tests.reliability.conftest import results
 
 pytestmark = pytest.mark.slow
 
@@ -68,19 +68,6 @@ def test_tiny_search_end_to_end(tiny_job, workdir):
     assert parent.info.status == "FINISHED" and "rec_predicted" in parent.data.metrics
 
 
-def _results(db: Path) -> dict[str, float]:
-    if not db.is_file():
-        return {}
-    try:
-        con = sqlite3.connect(db, timeout=5)
-        try:
-            return dict(con.execute("SELECT run_id, finished_at FROM results").fetchall())
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return {}
-
-
 def test_resume_after_the_driver_is_killed(tmp_path):
     wd = tmp_path / "wd"
     spec = tiny_spec_yaml(tmp_path, runs=6, parallelism=2, tokens=8 * 64 * 60)
@@ -92,7 +79,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     db = None
     while time.time() < deadline:
         found = list((wd / "jobs").glob("*/runs.sqlite")) if (wd / "jobs").is_dir() else []
-        if found and len(_results(found[0])) >= 2:
+        if found and len(results(found[0])) >= 2:
             db = found[0]
             break
         assert proc.poll() is None, proc.stdout.read()
@@ -100,14 +87,14 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     assert db is not None, "no run finished in time"
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
     proc.wait()
-    before = _results(db)
+    before = results(db)
     assert 2 <= len(before) < 6
     store = JobStore(db.parent)
     pending_before = [p.run_id for p in store.pending()]
 
     res = run_cli("resume", store.job_id, "--workdir", str(wd), timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    after = _results(db)
+    after = results(db)
     assert sorted(after) == [f"r{i:04d}" for i in range(6)]  # nothing repeated, nothing beyond the budget
     assert {k: after[k] for k in before} == before  # finished runs untouched
     table = store.run_table()
@@ -120,7 +107,8 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     # MLflow has one child per run: the re-run pending runs reused their MLflow run, none duplicated
     children = mlflow_children(wd, store)
     assert sorted(children) == sorted(after)
-    assert all(c.info.status == "FINISHED" for c in children.values())
+    assert all(c.info.status == "FINISHED" for c in children.values()), (
+        {k: c.info.status for k, c in children.items()}, res.stdout[-3000:])
 
 
 def _free_port() -> int:
@@ -212,6 +200,7 @@ def test_status_and_recommend_commands(tiny_job, workdir):
 
 def test_results_cut_off_from_mlflow_by_a_kill_are_mirrored_on_resume(tmp_path):
     """The driver records a result in SQLite, then in MLflow; a kill between the two must not leave MLflow stale."""
+    from mixopt.search.driver import _Mirror
     from mixopt.search.store import PendingRun
 
     spec = SearchSpec.from_yaml(tiny_spec_yaml(tmp_path, runs=2))
@@ -230,7 +219,7 @@ def test_results_cut_off_from_mlflow_by_a_kill_are_mirrored_on_resume(tmp_path):
     child = tracker.client.get_run(store.tracking_ids()["r0000"])
     assert child.info.status == "RUNNING" and not child.data.metrics
 
-    Search(spec, workdir=wd, store=store)._catch_up(tracker)
+    _Mirror(Search(spec, workdir=wd, store=store), tracker, parent=parent).catch_up()  # what resume does first
     child = tracker.client.get_run(store.tracking_ids()["r0000"])
     assert child.info.status == "FINISHED"
     assert child.data.metrics["loss_python"] == pytest.approx(losses["python"])

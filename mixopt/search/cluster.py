@@ -1,8 +1,9 @@
 """Connecting to Ray: a local cluster by default, an existing one with an address.
 
 Ray 2.60 enables token authentication by default; a local single-user cluster runs without it unless the user
-chose otherwise. Usage statistics are off. The dashboard is not started (it costs ~1 GB and plain tasks do not
-need it; job submission against a cluster uses the cluster's own dashboard).
+chose otherwise. Usage statistics are off. A local cluster starts without the dashboard (it costs several
+hundred MB and plain tasks do not need it); job submission (`mixopt submit --address http://HEAD:8265`) talks to
+a cluster's dashboard, which `ray start --head` runs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def connect(address: str | None = None) -> bool:
 
     if ray.is_initialized():
         return False
+    # Inside a submitted Ray job, RAY_ADDRESS names the cluster the job runs on.
+    address = address or os.environ.get("RAY_ADDRESS") or None
     extra = {} if address else {"_node_ip_address": "127.0.0.1"}  # a local cluster stays on loopback
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
              log_to_driver=False, configure_logging=True, **extra)

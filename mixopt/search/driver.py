@@ -1,29 +1,52 @@
 """The driver loop: propose → train proxies as Ray tasks → record → repeat → recommend.
 
-One process drives a job. It proposes a round of `parallelism` mixtures from the run table, writes them to the
-store before starting them, runs each as a Ray task, and records every result the moment it arrives (to SQLite
-first, then to MLflow). Rounds are synchronous so that proposals depend only on the seed and the history, not
-on which proxy happened to finish first.
+One process drives a job. It asks the optimizer for mixtures, writes them to the store before starting them (a
+write-ahead log), runs them as Ray tasks of `proxies_per_task` proposals each, and records every result the
+moment it arrives (to SQLite first, then to MLflow).
+
+Scheduling (`scheduling:` in the search spec):
+- `async` (default): at most `parallelism` runs in flight; whenever a task ends, its results are recorded and
+  the optimizer is asked for as many new proposals as there are free slots, with the runs still in flight in
+  the history as `pending` rows. No worker waits for the slowest proxy of a round.
+- `rounds`: propose `parallelism` mixtures, wait for all of them, repeat. The proposals then depend only on the
+  seed and the history, never on which proxy happened to finish first; the price is idle workers at the end of
+  every round (large when run lengths differ, e.g. across fidelities).
+An optimizer that needs complete results at some points (CLIMB between its rounds) can say so with an optional
+`wait_for_pending(history) -> bool` method; the async driver then lets the runs in flight finish first.
+Optimizers seed their randomness with the number of rows in the history (pending rows included), so in async
+mode proposers that ignore results (random, RegMix's sampler) are still deterministic for an uninterrupted job
+whose `parallelism` is a multiple of `proxies_per_task`; only rounds are reproducible whatever the timing.
+
+Failures: a run that fails by itself (diverged, NaN, the trainer raised or exited non-zero, a timeout) is a
+`failed` row with the reason and is never retried; a task whose worker or node died (a system failure) is
+re-run by Ray up to `max_retries` times. A task that runs longer than its proxy's `timeout_s` is cancelled
+(its worker killed) and its runs are failed with "timed out".
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import math
+import os
+import socket
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mixopt.data.prepare import PreparedData, prepare
-from mixopt.errors import InputError
+from mixopt.errors import InputError, MixoptError
 from mixopt.optimizers import get_optimizer
 from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation
 from mixopt.proxies.model import model_size
 from mixopt.runs import RunTable
 from mixopt.search import cluster
-from mixopt.search.store import JobStore, PendingRun
+from mixopt.search.store import JobStore, PendingRun, alive
 from mixopt.search.tracking import Tracker, default_tracking_uri
 from mixopt.spec import ProxySpec, SearchSpec
 from mixopt.target import apply_target
@@ -42,23 +65,34 @@ def run_seed(seed: int, idx: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}|{idx}".encode()).digest()[:4], "little")
 
 
-def _train_task(proxy: dict, items: list[dict], train: dict, val: dict, vocab: int, threads: int) -> list[dict]:
+def _train_task(proxy: dict, items: list[dict], train: dict | None, val: dict | None, vocab: int, threads: int,
+                domains: list[str]) -> Iterator[Any]:
     """Runs inside a Ray worker: the proxies of one task, trained together as one batched model.
 
-    items: [{"run_id", "weights", "seed", "schedule", "run_dir"}]. External-command proxies run one after the
-    other (a user's trainer is not batchable from here).
+    A streaming generator: it first yields a start marker (the driver's timeout counts from there, not from
+    submission, so time spent waiting for a free worker or an autoscaled node is not counted), then the list of
+    results. items: [{"run_id", "weights", "seed", "schedule", "run_dir"}]. External-command proxies run one
+    after the other (a user's trainer is not batchable from here).
     """
+    yield STARTED
     from mixopt.proxies.command import run_command_proxy
     from mixopt.proxies.train import train_proxies
     from mixopt.spec import ProxySpec
 
     spec = ProxySpec.model_validate(proxy)
     if spec.kind == "command":
-        return [run_command_proxy(spec, it["weights"], it["seed"], list(train), it.get("run_dir"),
-                                  it.get("schedule")).to_dict() for it in items]
+        yield [run_command_proxy(spec, it["weights"], it["seed"], domains, it.get("run_dir"),
+                                 it.get("schedule")).to_dict() for it in items]
+        return
+    assert train is not None and val is not None
     results = train_proxies(spec, [it["weights"] for it in items], [it["seed"] for it in items], train, val,
                             vocab, threads, schedules=[it.get("schedule") for it in items])
-    return [r.to_dict() for r in results]
+    yield [r.to_dict() for r in results]
+
+
+STARTED = "started"
+COMMAND_GRACE_S = 60.0  # the driver's limit on a command task exceeds the command's own, which reports better
+MLFLOW_RETRY_S = 30.0  # after an MLflow failure, calls are skipped this long, then tried again
 
 
 def resolve_fidelity(spec: SearchSpec, fidelity: dict[str, Any] | None, vocab_size: int
@@ -103,17 +137,156 @@ def resolve_fidelity(spec: SearchSpec, fidelity: dict[str, Any] | None, vocab_si
     return proxy, record
 
 
+@dataclass
+class _Task:
+    """One Ray task in flight: the runs it trains, when it started, how long it may run."""
+
+    proxy: ProxySpec
+    runs: list[PendingRun]
+    limit_s: float | None
+    started: float | None = None
+
+
+@dataclass
+class _Mirror:
+    """The MLflow side of a job, best effort: the search never waits for, or fails because of, MLflow.
+
+    After a failed call, MLflow is left alone for MLFLOW_RETRY_S; then the next call tries again and, once one
+    succeeds, `catch_up` creates the child runs and sends the results that were skipped meanwhile.
+    `mixopt sync JOB` does the same after the fact (e.g. when the server was down until the end).
+    """
+
+    search: Search
+    tracker: Tracker | None
+    parent: str | None = None
+    down_until: float = 0.0
+    behind: bool = False
+    warned: bool = field(default=False, repr=False)
+
+    @property
+    def up(self) -> bool:
+        return self.tracker is not None and self.parent is not None and time.monotonic() >= self.down_until
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        if self.tracker is None or time.monotonic() < self.down_until:
+            self.behind = True
+            return None
+        try:
+            out = fn(*args, **kw)
+        except Exception as e:
+            self.down_until = time.monotonic() + MLFLOW_RETRY_S
+            self.behind = True
+            log.warning("MLflow call %s failed: %s", getattr(fn, "__name__", fn), e)
+            if not self.warned:  # one warning per outage, not one per run
+                self.search.on_event("warning", {"message": f"MLflow unreachable ({_first_line(e)}); runs are "
+                                     "recorded in the job store and mirrored when it is back (or `mixopt sync`)"})
+                self.warned = True
+            return None
+        if self.warned:
+            self.search.on_event("warning", {"message": "MLflow reachable again; catching up"})
+            self.warned = False
+        return out
+
+    def open_job(self) -> None:
+        """The parent run: the job's own (verified to exist on this server), or a new one."""
+        store, search = self.search.store, self.search
+        assert store is not None
+        if self.tracker is None:
+            return
+        existing = store.get_meta("mlflow_parent_run_id")
+        if existing and self.call(self.tracker.exists, existing) is False:
+            store.forget_tracking()  # another server, or a wiped store: mirror everything afresh
+            existing = None
+        parent = self.call(self.tracker.start_job, store.job_id, search.spec.model_dump(mode="json"), existing)
+        if parent:
+            self.parent = parent
+            store.set_meta("mlflow_parent_run_id", parent)
+            store.set_meta("mlflow_experiment_id", self.tracker.experiment_id)
+
+    def start(self, p: PendingRun, proxy: ProxySpec) -> None:
+        store = self.search.store
+        assert store is not None
+        if self.tracker is None or self.parent is None:
+            self.behind = self.tracker is not None
+            return
+        if p.run_id in store.tracking_ids():  # a pending run re-run after a resume keeps its MLflow run
+            return
+        tags = {"mixopt.optimizer": self.search.spec.optimizer.name, "mixopt.fidelity": proxy.name,
+                "mixopt.fidelity_level": str(int((p.fidelity or {}).get("level", 0))), "mixopt.source": p.source}
+        mid = self.call(self.tracker.start_proxy, self.parent, store.job_id, p.run_id, p.weights, p.seed, p.round,
+                        proxy.model_dump(mode="json"), tags)
+        if mid:
+            store.set_tracking(p.run_id, mid)
+
+    def finish(self, p: PendingRun, res: dict[str, Any], objective: float | None) -> None:
+        store = self.search.store
+        assert store is not None
+        mid = store.tracking_ids().get(p.run_id)
+        if self.tracker is None or mid is None:
+            self.behind = self.tracker is not None
+            return
+        metrics = {f"loss_{d}": float(v) for d, v in (res.get("losses") or {}).items()}
+        if objective is not None:
+            metrics["objective"] = objective
+        for k in ("seconds", "tokens_per_s", "train_loss"):
+            if isinstance(res.get(k), int | float):
+                metrics[k] = float(res[k])
+        if self.call(self.tracker.finish_proxy, mid, res["status"], metrics, res.get("error"), _series(res),
+                     int(res.get("steps") or 0)) is True:
+            store.mark_mirrored(p.run_id)
+
+    def catch_up(self, force: bool = False) -> None:
+        """Child runs for proposals that have none, results that never reached MLflow (a killed driver, an
+        outage): the mirror ends up as it would have been had MLflow never failed. `force` tries even within
+        the pause after a failure (the end of a search, `mixopt sync`)."""
+        store = self.search.store
+        assert store is not None
+        if self.tracker is None:
+            return
+        if force:
+            self.down_until = 0.0
+        if self.parent is None:
+            self.open_job()
+        if not self.up:
+            return
+        self.behind = False
+        vocab = int(store.get_meta("vocab_size") or 257)
+        untracked = store.untracked()
+        if untracked:
+            # A driver killed between creating a child run and noting its id left a child the store does not
+            # know: adopt it (and drop any doubles) instead of creating another.
+            known = self.call(self.tracker.children, self.parent)
+            if known is None:
+                return
+            for p in untracked:
+                ids = known.get(p.run_id)
+                if ids:
+                    store.set_tracking(p.run_id, ids[0])
+                    for extra in ids[1:]:
+                        self.call(self.tracker.delete, extra)
+                else:
+                    self.start(p, resolve_fidelity(self.search.spec, p.fidelity, vocab)[0])
+        for p, res in store.unmirrored():
+            self.finish(p, res, self.search.objective_of(p, res))
+
+    def close(self, rec: dict[str, Any] | None, status: str, artifacts: list[Path] | None = None) -> bool:
+        if self.tracker is None or self.parent is None:
+            return False
+        return self.call(self.tracker.finish_job, self.parent, rec, status, artifacts) is True
+
+
 class Search:
     """A search job: `Search(spec).run()` creates the job and runs it; `Search.resume(path)` continues one."""
 
     def __init__(self, spec: SearchSpec, workdir: str | Path | None = None, ray_address: str | None = None,
                  tracking_uri: str | None = None, on_event: Event | None = None,
-                 store: JobStore | None = None) -> None:
+                 store: JobStore | None = None, job_id: str | None = None) -> None:
         self.spec = spec
         self.workdir = Path(workdir or spec.workdir or DEFAULT_WORKDIR)
         self.ray_address = ray_address or spec.ray_address
         self.tracking_uri = tracking_uri or spec.tracking_uri or default_tracking_uri(self.workdir)
         self.on_event = on_event or _quiet
+        self.job_id = job_id
         # Validate the optimizer settings before anything is written.
         self.optimizer: OptimizerBase = get_optimizer(spec.optimizer.name, seed=spec.seed,
                                                       objective=spec.objective, **spec.optimizer.settings)
@@ -129,50 +302,91 @@ class Search:
     # ------------------------------------------------------------------------------------------ main loop
 
     def run(self) -> Recommendation:
+        if self.store is not None:
+            self._refuse_second_driver()
         data = self._prepare()
         if self.store is None:
-            self.store = JobStore.create(self.workdir, self.spec)
+            self.store = JobStore.create(self.workdir, self.spec, self.job_id)
         store = self.store
         store.set_meta("domains", data.domains)
         store.set_meta("token_counts", data.token_counts)
         store.set_meta("data_path", str(data.path))
+        store.set_meta("vocab_size", data.vocab_size)
         store.set_meta("tracking_uri", self.tracking_uri)
+        store.set_meta("driver", {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
         store.set_meta("state", "running")
         self.on_event("job", {"job_id": store.job_id, "path": str(store.path), "budget": self.spec.budget.runs,
                               "done": store.n_finished()})
-        tracker = self._tracker()
-        parent = None
-        if tracker is not None:
-            parent = self._safe(tracker.start_job, store.job_id, self.spec.model_dump(mode="json"),
-                                store.get_meta("mlflow_parent_run_id"))
-            if parent:
-                store.set_meta("mlflow_parent_run_id", parent)
-                store.set_meta("mlflow_experiment_id", tracker.experiment_id)
-                self._catch_up(tracker)
+        mirror = _Mirror(self, self._tracker())
+        mirror.open_job()
+        mirror.catch_up()
         started_ray = cluster.connect(self.ray_address)
         try:
-            self._loop(data, tracker, parent)
+            self._loop(data, mirror)
+            mirror.catch_up(force=True)
             try:
                 rec = self.recommend()
             except InputError:  # e.g. every proxy failed: the runs are recorded, there is nothing to recommend
                 store.set_meta("state", "no-recommendation")
-                if tracker is not None and parent:
-                    self._safe(tracker.finish_job, parent, None, "FAILED")
+                mirror.close(None, "FAILED")
                 raise
         except InputError:
             raise
         except BaseException:
             store.set_meta("state", "interrupted")
-            if tracker is not None and parent:
-                self._safe(tracker.finish_job, parent, None, "KILLED")
+            mirror.close(None, "KILLED")
             raise
         finally:
             if started_ray:
                 cluster.shutdown()
         store.set_meta("state", "done")
-        if tracker is not None and parent:
-            self._safe(tracker.finish_job, parent, rec.to_dict())
+        if mirror.close(rec.to_dict(), "FINISHED", self._artifacts()):
+            store.set_meta("mlflow_closed", True)
+        else:
+            self._artifacts()  # the report is written all the same
+            self.on_event("warning", {"message": f"the MLflow view of {store.job_id} is incomplete; the run table "
+                                      f"is not: `mixopt sync {store.job_id}` restores it"})
         return rec
+
+    def _refuse_second_driver(self) -> None:
+        """Two drivers on one job would each re-run its pending proposals: refuse while the first is alive."""
+        assert self.store is not None
+        driver = self.store.get_meta("driver") or {}
+        if (self.store.get_meta("state") == "running" and driver.get("host") == socket.gethostname()
+                and driver.get("pid") != os.getpid() and alive(driver.get("pid"))):
+            raise InputError(f"job {self.store.job_id}", f"is running (driver pid {driver['pid']} on this machine)",
+                             f"wait for it, or `mixopt stop {self.store.job_id}` first")
+
+    def sync(self) -> dict[str, int]:
+        """Restore the MLflow view of this job from its run table (`mixopt sync`): parent run, every child run,
+        every result, the recommendation and the report. Idempotent; raises MixoptError when MLflow is down."""
+        store = self.store
+        assert store is not None
+        try:
+            tracker = Tracker(self.tracking_uri, self.spec.name, self.workdir / "mlartifacts")
+        except Exception as e:
+            raise MixoptError(f"MLflow at {self.tracking_uri} did not answer ({_first_line(e)}); nothing "
+                              "changed") from None
+        if store.get_meta("tracking_uri") != self.tracking_uri:
+            store.forget_tracking()
+            store.set_meta("tracking_uri", self.tracking_uri)
+        before = len(store.unmirrored()), len(store.untracked())
+        mirror = _Mirror(self, tracker)
+        mirror.catch_up(force=True)
+        if mirror.warned or mirror.parent is None:
+            raise MixoptError(f"MLflow at {self.tracking_uri} did not answer; nothing changed in the run table")
+        state = store.get_meta("state")
+        rec_path = store.path / "recommendation.json"
+        closed = False
+        if state == "done" and rec_path.is_file():
+            closed = mirror.close(json.loads(rec_path.read_text()), "FINISHED", self._artifacts())
+        elif state in ("interrupted", "no-recommendation"):
+            closed = mirror.close(None, "KILLED" if state == "interrupted" else "FAILED")
+        if closed:
+            store.set_meta("mlflow_closed", True)
+        after = len(store.unmirrored()), len(store.untracked())
+        return {"results_sent": before[0] - after[0], "runs_created": before[1] - after[1],
+                "still_missing": after[0] + after[1], "parent_closed": int(closed)}
 
     def recommend(self, optimizer: OptimizerBase | None = None) -> Recommendation:
         assert self.store is not None
@@ -182,6 +396,24 @@ class Search:
         self.store.write_recommendation(rec.to_dict())
         self.on_event("recommendation", rec.to_dict())
         return rec
+
+    def objective_of(self, p: PendingRun, res: dict[str, Any]) -> float | None:
+        metrics = {f"loss_{d}": float(v) for d, v in (res.get("losses") or {}).items()}
+        if not metrics or res.get("status") != "ok":
+            return None
+        return float(RunTable(_one_row(p.weights, metrics)).objective(self.spec.objective)[0])
+
+    def _artifacts(self) -> list[Path]:
+        """The job's HTML report, written now, for the parent run (the recommendation goes as a dict)."""
+        assert self.store is not None
+        try:
+            from mixopt.search.report import write_report
+
+            return [write_report(self.store)]
+        except Exception as e:  # a report is for people; it must never fail a finished search
+            log.warning("report not written: %s", e)
+            self.on_event("warning", {"message": f"report not written: {_first_line(e)}"})
+            return []
 
     def _prepare(self) -> PreparedData:
         def on_domain(name: str, i: int, n: int) -> None:
@@ -194,76 +426,125 @@ class Search:
             return Tracker(self.tracking_uri, self.spec.name, self.workdir / "mlartifacts")
         except Exception as e:  # tracking mirrors the run table; the search must not depend on it
             log.warning("MLflow tracking unavailable (%s): runs are recorded in the job store only", e)
-            self.on_event("warning", {"message": f"MLflow tracking unavailable: {e}"})
+            self.on_event("warning", {"message": f"MLflow tracking unavailable ({_first_line(e)}): runs are "
+                                      "recorded in the job store; `mixopt sync` mirrors them later"})
             return None
 
-    def _safe(self, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except Exception as e:
-            log.warning("MLflow call %s failed: %s", getattr(fn, "__name__", fn), e)
-            self.on_event("warning", {"message": f"MLflow call failed: {e}"})
-            return None
-
-    def _loop(self, data: PreparedData, tracker: Tracker | None, parent: str | None) -> None:
+    def _loop(self, data: PreparedData, mirror: _Mirror) -> None:
+        """Keep up to `parallelism` runs in flight until the budget is proposed and every run has a result."""
         import ray
 
         store, spec = self.store, self.spec
         assert store is not None
-        train_ref = ray.put(data.load("train", mmap=False))
-        val_ref = ray.put(data.load("val", mmap=False))
-        while True:
-            batch = store.pending()  # left over from a killed driver: same mixtures, same seeds
-            if not batch:
-                n_done = store.n_proposed()
-                if n_done >= spec.budget.runs:
+        train_ref = val_ref = None
+        if any(p.kind != "command" for p in spec.proxies):
+            train_ref = ray.put(data.load("train", mmap=False))
+            val_ref = ray.put(data.load("val", mmap=False))
+        remote = ray.remote(_train_task)
+        queue = store.pending()  # left over from a killed driver: same mixtures, same seeds
+        inflight: dict[Any, _Task] = {}
+        try:
+            while True:
+                busy = sum(len(t.runs) for t in inflight.values())
+                room = spec.budget.runs - store.n_proposed()
+                if not queue and room > 0 and (spec.scheduling == "async" or not inflight):
+                    n = min(spec.parallelism - busy, room)
+                    if n > 0 and not (inflight and self._barrier()):
+                        queue = self._propose(n, data.vocab_size)
+                        store.add_proposals(queue)
+                queue = self._submit(queue, inflight, spec.parallelism - busy, remote, train_ref, val_ref,
+                                     data, mirror)
+                if not inflight:
+                    if queue:  # cannot happen: a free slot always takes the head of the queue
+                        raise RuntimeError(f"{len(queue)} runs queued with nothing in flight")
                     return
-                batch = self._next_round(min(spec.parallelism, spec.budget.runs - n_done), data.vocab_size)
-                store.add_proposals(batch)
-            tracked = store.tracking_ids()
-            refs: dict[Any, list[PendingRun]] = {}
-            for proxy, group in self._tasks(batch, data.vocab_size):
-                proxy_dict = proxy.model_dump(mode="json")
-                for p in group:
-                    if tracker is not None and parent and p.run_id not in tracked:
-                        mid = self._safe(tracker.start_proxy, parent, store.job_id, p.run_id, p.weights, p.seed,
-                                         p.round, proxy_dict)
-                        if mid:
-                            store.set_tracking(p.run_id, mid)
-                            tracked[p.run_id] = mid
-                    self.on_event("start", {"run_id": p.run_id, "weights": p.weights})
-                items = [{"run_id": p.run_id, "weights": p.weights, "seed": p.seed, "schedule": p.schedule,
-                          "run_dir": str(store.path / "runs" / p.run_id)} for p in group]
-                task = ray.remote(_train_task).options(num_cpus=proxy.num_cpus, num_gpus=proxy.num_gpus,
-                                                       max_retries=1)
-                ref = task.remote(proxy_dict, items, train_ref, val_ref, data.vocab_size,
-                                  max(1, int(proxy.num_cpus)))
-                refs[ref] = group
-            waiting = list(refs)
-            while waiting:
-                ready, waiting = ray.wait(waiting, num_returns=1)
-                group = refs[ready[0]]
-                try:
-                    results = ray.get(ready[0])
-                except Exception as e:  # the task itself crashed (OOM, worker died, bug): failed runs
-                    results = [{"status": "failed", "losses": {}, "error": _tail(e)}] * len(group)
-                for p, res in zip(group, results, strict=True):
-                    self._record(p, res, tracker, tracked.get(p.run_id))
+                self._wait(inflight, mirror)
+                if mirror.behind and mirror.up:
+                    mirror.catch_up()
+        except BaseException:
+            for gen in inflight:  # our tasks must not outlive the driver on a shared cluster
+                with contextlib.suppress(Exception):
+                    ray.cancel(gen, force=True)
+            raise
 
-    def _tasks(self, batch: list[PendingRun], vocab_size: int) -> list[tuple[ProxySpec, list[PendingRun]]]:
-        """Group a round's runs by the proxy they train, then into tasks of `proxies_per_task` runs each."""
-        groups: dict[str, tuple[ProxySpec, list[PendingRun]]] = {}
-        for p in batch:
-            proxy, _ = resolve_fidelity(self.spec, p.fidelity, vocab_size)
+    def _barrier(self) -> bool:
+        """An optimizer may ask the asynchronous driver to let the runs in flight finish before it proposes
+        again (`wait_for_pending(history) -> bool`), e.g. CLIMB at the start of each of its rounds."""
+        hook = getattr(self.optimizer, "wait_for_pending", None)
+        return bool(callable(hook) and self.store is not None and hook(self.store.run_table()))
+
+    def _submit(self, queue: list[PendingRun], inflight: dict[Any, _Task], free: int, remote: Any,
+                train_ref: Any, val_ref: Any, data: PreparedData, mirror: _Mirror) -> list[PendingRun]:
+        """Start tasks from the head of the queue while slots are free; runs of one proxy share a task (up to
+        its `proxies_per_task`). Returns what is still queued."""
+        store, spec = self.store, self.spec
+        assert store is not None
+        queue = list(queue)
+        while queue and free > 0:
+            proxy, _ = resolve_fidelity(spec, queue[0].fidelity, data.vocab_size)
             key = proxy.model_dump_json()
-            groups.setdefault(key, (proxy, []))[1].append(p)
-        tasks = []
-        for proxy, runs in groups.values():
-            k = proxy.proxies_per_task
-            tasks += [(proxy, runs[i:i + k]) for i in range(0, len(runs), k)]
-        return tasks
+            group: list[PendingRun] = []
+            for p in list(queue):
+                if len(group) >= min(proxy.proxies_per_task, free):
+                    break
+                if resolve_fidelity(spec, p.fidelity, data.vocab_size)[0].model_dump_json() == key:
+                    group.append(p)
+                    queue.remove(p)
+            for p in group:
+                mirror.start(p, proxy)
+                self.on_event("start", {"run_id": p.run_id, "weights": p.weights})
+            items = [{"run_id": p.run_id, "weights": p.weights, "seed": p.seed, "schedule": p.schedule,
+                      "run_dir": str(store.path / "runs" / p.run_id)} for p in group]
+            gen = remote.options(num_cpus=proxy.num_cpus, num_gpus=proxy.num_gpus, max_retries=spec.max_retries,
+                                 num_returns="streaming").remote(
+                proxy.model_dump(mode="json"), items, train_ref, val_ref, data.vocab_size,
+                max(1, int(proxy.num_cpus)), data.domains)
+            limit = proxy.timeout_s
+            if limit is not None and proxy.kind == "command":
+                limit = limit * len(group) + COMMAND_GRACE_S
+            inflight[gen] = _Task(proxy, group, limit)
+            free -= len(group)
+        return queue
 
-    def _next_round(self, n: int, vocab_size: int) -> list[PendingRun]:
+    def _wait(self, inflight: dict[Any, _Task], mirror: _Mirror) -> None:
+        """Wait for the next task event (started, finished, failed) or deadline, and act on it."""
+        import ray
+
+        now = time.monotonic()
+        deadlines = [t.started + t.limit_s - now for t in inflight.values()
+                     if t.started is not None and t.limit_s is not None]
+        timeout = max(0.0, min(deadlines)) if deadlines else None
+        if mirror.behind and mirror.tracker is not None:
+            timeout = min(timeout if timeout is not None else MLFLOW_RETRY_S, MLFLOW_RETRY_S)
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=timeout)
+        for gen in ready:
+            task = inflight[gen]
+            try:
+                value = ray.get(next(gen))
+            except StopIteration:
+                value = [{"status": "failed", "losses": {}, "error": "the task ended without results"}] * len(
+                    task.runs)
+            except ray.exceptions.TaskCancelledError:
+                continue
+            except Exception as e:  # the trainer raised, or the worker died more often than max_retries
+                value = [{"status": "failed", "losses": {}, "error": _task_error(e, self.spec.max_retries)}
+                         ] * len(task.runs)
+            if value == STARTED:
+                task.started = time.monotonic()
+                continue
+            del inflight[gen]
+            for p, res in zip(task.runs, value, strict=True):
+                self._record(p, res, mirror)
+        now = time.monotonic()
+        for gen, task in list(inflight.items()):
+            if task.started is not None and task.limit_s is not None and now - task.started >= task.limit_s:
+                ray.cancel(gen, force=True)  # kills the worker: a hung proxy frees its slot and its memory
+                del inflight[gen]
+                err = f"timed out after {task.limit_s:g} s (the proxy's timeout_s); the task was cancelled"
+                for p in task.runs:
+                    self._record(p, {"status": "failed", "losses": {}, "error": err}, mirror)
+
+    def _propose(self, n: int, vocab_size: int) -> list[PendingRun]:
         store, spec = self.store, self.spec
         assert store is not None
         start = store.n_proposed()
@@ -289,8 +570,7 @@ class Search:
                                   source=src, schedule=prop.schedule))
         return out
 
-    def _record(self, p: PendingRun, res: dict[str, Any], tracker: Tracker | None, mlflow_id: str | None
-                ) -> None:
+    def _record(self, p: PendingRun, res: dict[str, Any], mirror: _Mirror) -> None:
         assert self.store is not None
         metrics = {f"loss_{d}": float(v) for d, v in res.get("losses", {}).items()}
         status = res.get("status", "failed")
@@ -302,40 +582,29 @@ class Search:
                                         "train_loss", "steps", "failed_step", "batched", "epochs", "mean_weights",
                                         "trajectory", "curve", "expert_load") if res.get(k) not in (None, [], {})}
         fresh = self.store.add_result(p.run_id, status, metrics, info, res.get("error"))
-        objective = self._mirror(p, {**res, "status": status}, tracker, mlflow_id) if fresh else None
+        res = {**res, "status": status}
+        objective = self.objective_of(p, res)
+        if fresh:
+            mirror.finish(p, res, objective)
         self.on_event("result", {"run_id": p.run_id, "status": status, "objective": objective,
-                                 "error": res.get("error"), "seconds": res.get("seconds")})
+                                 "error": res.get("error"), "seconds": res.get("seconds"),
+                                 "done": self.store.n_finished(), "budget": self.spec.budget.runs})
 
 
-    def _mirror(self, p: PendingRun, res: dict[str, Any], tracker: Tracker | None, mlflow_id: str | None
-                ) -> float | None:
-        """Send a recorded result to MLflow (once); returns the run's objective."""
-        assert self.store is not None
-        metrics = {f"loss_{d}": float(v) for d, v in (res.get("losses") or {}).items()}
-        objective = None
-        if metrics and res["status"] == "ok":
-            objective = float(RunTable(_one_row(p.weights, metrics)).objective(self.spec.objective)[0])
-        if tracker is not None and mlflow_id:
-            shown = dict(metrics)
-            if objective is not None:
-                shown["objective"] = objective
-            for k in ("seconds", "tokens_per_s", "train_loss"):
-                if isinstance(res.get(k), int | float):
-                    shown[k] = float(res[k])
-            if self._safe(tracker.finish_proxy, mlflow_id, res["status"], shown, res.get("error"), _series(res),
-                          int(res.get("steps") or 0)) is True:
-                self.store.mark_mirrored(p.run_id)
-        return objective
+def _task_error(e: BaseException, retries: int) -> str:
+    import ray
 
-    def _catch_up(self, tracker: Tracker | None) -> None:
-        """Runs recorded in the store whose MLflow mirror was cut off by a killed driver are finished now."""
-        if tracker is None or self.store is None:
-            return
-        tracked = self.store.tracking_ids()
-        for p, res in self.store.unmirrored():
-            if p.run_id in tracked:
-                self._mirror(p, res, tracker, tracked[p.run_id])
+    if isinstance(e, ray.exceptions.RayTaskError):
+        return f"the trainer raised: {_tail(e.cause if e.cause is not None else e)}"
+    if isinstance(e, ray.exceptions.WorkerCrashedError | ray.exceptions.NodeDiedError
+                  | ray.exceptions.OutOfMemoryError | ray.exceptions.LocalRayletDiedError):
+        return f"system failure, retried {retries} time(s) without success: {_tail(e, 500)}"
+    return _tail(e)
 
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]
 
 def _series(res: dict[str, Any]) -> list[tuple[str, float, int]]:
     """Step-indexed metrics for MLflow charts: `loss_<domain>` along the eval curve and `mix_<domain>`, the

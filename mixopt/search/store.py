@@ -11,6 +11,7 @@ run, and on resume re-runs exactly the pending proposals (same mixture, same see
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import sqlite3
@@ -61,9 +62,8 @@ class JobStore:
     # ------------------------------------------------------------------------------------------ life cycle
 
     @classmethod
-    def create(cls, workdir: Path, spec: SearchSpec) -> JobStore:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        job_id = f"{spec.name}-{stamp}-{secrets.token_hex(2)}"
+    def create(cls, workdir: Path, spec: SearchSpec, job_id: str | None = None) -> JobStore:
+        job_id = job_id or new_job_id(spec.name)
         path = Path(workdir) / "jobs" / job_id
         path.mkdir(parents=True, exist_ok=False)
         (path / "spec.yaml").write_text(spec.to_yaml())
@@ -91,8 +91,13 @@ class JobStore:
 
     def _migrated(self) -> JobStore:
         """Tables added since the job was created (all `IF NOT EXISTS`, so this is a no-op otherwise)."""
-        with self._db() as db:
-            db.executescript(SCHEMA)
+        try:
+            with self._db() as db:
+                db.execute("SELECT COUNT(*) FROM proposals").fetchone()
+                db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise InputError(str(self.db_path), f"not a readable run table ({e})",
+                             "restore the file from a backup, or remove the job folder") from None
         return self
 
     @property
@@ -165,17 +170,31 @@ class JobStore:
             return cur.rowcount == 1
 
     def pending(self) -> list[PendingRun]:
+        """Proposals without a result, oldest first."""
+        return self._proposals("LEFT JOIN results r ON r.run_id = p.run_id WHERE r.run_id IS NULL")
+
+    def untracked(self) -> list[PendingRun]:
+        """Proposals that have no MLflow run yet (MLflow was unreachable when they started)."""
+        return self._proposals("LEFT JOIN tracking t ON t.run_id = p.run_id WHERE t.run_id IS NULL")
+
+    def _proposals(self, where: str) -> list[PendingRun]:
         with self._db() as db:
             rows = db.execute(
                 "SELECT p.run_id, p.idx, p.round, p.seed, p.weights, p.fidelity, p.source, s.schedule "
-                "FROM proposals p LEFT JOIN results r ON r.run_id = p.run_id "
-                "LEFT JOIN schedules s ON s.run_id = p.run_id WHERE r.run_id IS NULL ORDER BY p.idx").fetchall()
+                f"FROM proposals p LEFT JOIN schedules s ON s.run_id = p.run_id {where} ORDER BY p.idx").fetchall()
         return [PendingRun(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None, r[6],
                            json.loads(r[7]) if r[7] else None) for r in rows]
 
     def set_tracking(self, run_id: str, mlflow_run_id: str) -> None:
         with self._db() as db:
             db.execute("INSERT OR REPLACE INTO tracking VALUES (?, ?)", (run_id, mlflow_run_id))
+
+    def forget_tracking(self) -> None:
+        """The MLflow mirror is gone (another server, a wiped store): every run is to be mirrored afresh."""
+        with self._db() as db:
+            db.execute("DELETE FROM tracking")
+            db.execute("DELETE FROM mirrored")
+            db.execute("DELETE FROM meta WHERE key IN ('mlflow_parent_run_id', 'mlflow_experiment_id')")
 
     def mark_mirrored(self, run_id: str) -> None:
         """The run's result reached MLflow; a driver killed before this line re-sends it on resume."""
@@ -247,6 +266,20 @@ class JobStore:
         tmp.write_text(json.dumps(rec, indent=2))
         tmp.replace(out)
         return out
+
+
+def new_job_id(name: str) -> str:
+    """`NAME-YYYYmmdd-HHMMSS-xxxx`: sortable by time, unique enough for two jobs started in the same second."""
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def alive(pid: Any) -> bool:
+    """Whether a process with this id exists on this machine (a job's driver, say)."""
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def list_jobs(workdir: Path) -> list[JobStore]:
