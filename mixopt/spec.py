@@ -292,7 +292,8 @@ class ProxySpec(_Strict):
         if self.command:
             raise ValueError(f"`command` is only used with kind: command (this proxy is kind: {self.kind})")
         if self.d_model % self.n_head or (self.d_model // self.n_head) % 2:
-            raise ValueError(f"d_model ({self.d_model}) must be n_head ({self.n_head}) × an even head size")
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head}) with an even "
+                             "head size (rotary positions rotate pairs)")
         if self.kind == "moe" and self.top_k > self.n_experts:
             raise ValueError(f"top_k ({self.top_k}) cannot exceed n_experts ({self.n_experts})")
         if self.steps < 1:

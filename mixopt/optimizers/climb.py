@@ -130,6 +130,11 @@ class Climb(SurrogateOptimizer):
         W = self.round_mixtures(history, r, start, size)[offset:offset + n]
         return [Proposal(mixture_dict(history.domains, w)) for w in W]
 
+    def wait_for_pending(self, history: RunTable) -> bool:
+        """At the first run of a round, every earlier run must have its result: the round is fitted on them."""
+        r, start, _ = self.round_at(len(history))
+        return r > 0 and len(history) == start and bool((history.df["status"] == "pending").any())
+
     def recommend(self, history: RunTable, target: TargetSpec | None = None) -> Recommendation:
         rec = super().recommend(history, target)
         rec.details["rounds"] = self._rounds_summary(history)

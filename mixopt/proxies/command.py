@@ -39,6 +39,18 @@ def _tail(text: str | bytes | None, n: int = 2000) -> str:
     return (text or "").strip()[-n:]
 
 
+def _die_with_parent() -> None:
+    """Linux: the trainer gets SIGKILL when the process that started it dies (a killed Ray worker), so an
+    orphan can never race a retried run on metrics.json. Elsewhere a no-op."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def parse_metrics(path: Path) -> dict[str, float]:
     """Losses per domain from a metrics file; raises ValueError with the reason when it is unusable."""
     if not path.exists():
@@ -82,7 +94,8 @@ def run_command_proxy(spec: ProxySpec, weights: dict[str, float], seed: int, dom
     t0 = time.perf_counter()
     result = ProxyResult(status="failed")
     try:
-        proc = subprocess.run(argv, cwd=base, capture_output=True, timeout=spec.timeout_s, check=False)
+        proc = subprocess.run(argv, cwd=base, capture_output=True, timeout=spec.timeout_s, check=False,
+                              preexec_fn=_die_with_parent)
     except subprocess.TimeoutExpired as e:
         result.error = f"timed out after {spec.timeout_s:g} s; stderr tail: {_tail(e.stderr)}"
     except OSError as e:  # the program does not exist or cannot be executed

@@ -69,6 +69,7 @@ class PiecewiseSchedule:
         self.stages = [(float(s["until"]), dict(s["weights"])) for s in stages]
         self.every = 1
         self.total = 1
+        self._current: dict[str, float] | None = None
 
     def _at(self, step: int) -> dict[str, float]:
         frac = step / max(1, self.total)
@@ -79,11 +80,15 @@ class PiecewiseSchedule:
 
     def start(self, domains: list[str], total_steps: int) -> dict[str, float]:
         self.total = total_steps
-        return self._at(0)
+        self._current = self._at(0)
+        return self._current
 
     def update(self, feedback: Feedback) -> dict[str, float] | None:
+        # Compare stages with stages: the trainer's copy is renormalised, so it may differ in the last bit.
         w = self._at(feedback.step)
-        return w if w != feedback.weights else None
+        changed = w is not self._current
+        self._current = w
+        return w if changed else None
 
 
 SCHEDULES: dict[str, str] = {
