@@ -272,6 +272,8 @@ class ProxySpec(_Strict):
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto", description="auto = bf16 autocast on GPU, float32 on CPU")
     compile: bool = Field(default=False, description="torch.compile the model (GPU; little gain on CPU)")
+    chunk_tokens: int | None = Field(default=None, ge=1, description="tokens per forward/backward pass of a "
+                                     "batched step (default: 16384 on CPU, the whole batch on GPU)")
     proxies_per_task: int = Field(default=1, ge=1,
                                   description="mixtures trained together as one batched model per Ray task")
     num_cpus: float = Field(default=1, gt=0, description="Ray CPUs per proxy task; also torch threads")

@@ -44,7 +44,7 @@ def test_same_seed_same_losses(prepared):
     assert a.losses == b.losses and a.losses != c.losses
 
 
-@pytest.mark.parametrize("arch", [TINY, MOE], ids=["dense", "moe"])
+@pytest.mark.parametrize("arch", [TINY, MOE, dict(TINY, chunk_tokens=8 * 64 * 2)], ids=["dense", "moe", "chunked"])
 def test_batched_training_equals_separate_runs(prepared, arch):
     train, val = prepared.load("train"), prepared.load("val")
     spec = ProxySpec(**arch, tokens=8 * 64 * 12)

@@ -95,6 +95,9 @@ def apply_rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(xc * freqs[:T]).flatten(-2).type_as(x)
 
 
+ALL = slice(None)
+
+
 def _param(K: int, *shape: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(K, *shape))
 
@@ -131,16 +134,17 @@ class MoE(nn.Module):
         self.last_load: torch.Tensor | None = None  # [K, E] share of assignments per expert, last training batch
         self.last_dropped: torch.Tensor | None = None  # [K] fraction of assignments dropped
         self.load_sum: torch.Tensor | None = None  # [K, E] summed over training batches
-        self.load_batches = 0
+        self.load_batches: torch.Tensor | None = None  # [K] training batches seen per proxy
 
     def mean_load(self) -> torch.Tensor | None:
         """Share of routed assignments per expert over all training batches so far [K, E]."""
-        return None if self.load_sum is None else self.load_sum / self.load_batches
+        return None if self.load_sum is None else self.load_sum / self.load_batches.clamp(min=1).unsqueeze(1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, ks: slice = ALL) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [K', N, D] for the proxies `ks` of the stack."""
         K, N, D = x.shape
         E, k = self.E, self.top_k
-        probs = torch.softmax(torch.bmm(x, self.router), dim=-1)  # [K, N, E]
+        probs = torch.softmax(torch.bmm(x, self.router[ks]), dim=-1)  # [K, N, E]
         gate, expert = probs.topk(k, dim=-1)  # [K, N, k]
         gate = gate / gate.sum(-1, keepdim=True)
         # Group assignments by (proxy, expert); position of each within its group, in token order.
@@ -164,20 +168,23 @@ class MoE(nn.Module):
         # same three ops, where advanced-index assignment falls back to a sort-based scatter (measured slower).
         x_flat = x.reshape(K * N, D)
         buf = x.new_zeros(K * E * cap, D).index_copy(0, slot, x_flat.index_select(0, token))
-        h = torch.bmm(buf.view(K * E, cap, D), self.w_in.reshape(K * E, D, 2 * self.hidden))
+        h = torch.bmm(buf.view(K * E, cap, D), self.w_in[ks].reshape(K * E, D, 2 * self.hidden))
         a, b = h.chunk(2, dim=-1)
-        out = torch.bmm(F.silu(a) * b, self.w_out.reshape(K * E, self.hidden, D))  # [K·E, C, D]
+        out = torch.bmm(F.silu(a) * b, self.w_out[ks].reshape(K * E, self.hidden, D))  # [K·E, C, D]
         w = gate.reshape(-1)[order][keep].unsqueeze(-1).to(out.dtype)
         y = x_flat.new_zeros(K * N, D).index_add(0, token, (out.reshape(-1, D).index_select(0, slot) * w).to(x.dtype))
         y = y.view(K, N, D)
         if self.n_shared:
-            hs = torch.bmm(x, self.shared_in)
+            hs = torch.bmm(x, self.shared_in[ks])
             a, b = hs.chunk(2, dim=-1)
-            y = y + torch.bmm(F.silu(a) * b, self.shared_out)
+            y = y + torch.bmm(F.silu(a) * b, self.shared_out[ks])
         if self.training:  # diagnostics describe the training stream, not the last evaluation batch
             self.last_load = frac.detach()
-            self.load_sum = self.load_sum + self.last_load if self.load_sum is not None else self.last_load
-            self.load_batches += 1
+            if self.load_sum is None:
+                self.load_sum = frac.new_zeros(self.K, E)
+                self.load_batches = frac.new_zeros(self.K)
+            self.load_sum[ks] += self.last_load
+            self.load_batches[ks] += 1
             self.last_dropped = (1 - keep.view(K, -1).float().mean(-1)).detach() if self.capacity_factor else None
         return y, aux
 
@@ -199,21 +206,21 @@ class Block(nn.Module):
             self.mlp_in = _param(K, d, 2 * spec.ffn_hidden)
             self.mlp_out = _param(K, spec.ffn_hidden, d)
 
-    def forward(self, x: torch.Tensor, freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, freqs: torch.Tensor, ks: slice = ALL) -> tuple[torch.Tensor, torch.Tensor]:
         K, B, T, D = x.shape
         H = self.n_head
-        h = rms_norm(x, self.norm1).view(K, B * T, D)
-        q, k, v = torch.bmm(h, self.qkv).view(K * B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
+        h = rms_norm(x, self.norm1[ks]).view(K, B * T, D)
+        q, k, v = torch.bmm(h, self.qkv[ks]).view(K * B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
         q, k = apply_rotary(q, freqs), apply_rotary(k, freqs)
         att = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [K·B, H, T, hd]
         att = att.transpose(1, 2).reshape(K, B * T, D)
-        x = x + torch.bmm(att, self.attn_out).view(K, B, T, D)
-        h = rms_norm(x, self.norm2).view(K, B * T, D)
+        x = x + torch.bmm(att, self.attn_out[ks]).view(K, B, T, D)
+        h = rms_norm(x, self.norm2[ks]).view(K, B * T, D)
         if self.moe is not None:
-            y, aux = self.moe(h)
+            y, aux = self.moe(h, ks)
         else:
-            a, b = torch.bmm(h, self.mlp_in).chunk(2, dim=-1)
-            y, aux = torch.bmm(F.silu(a) * b, self.mlp_out), x.new_zeros(K)
+            a, b = torch.bmm(h, self.mlp_in[ks]).chunk(2, dim=-1)
+            y, aux = torch.bmm(F.silu(a) * b, self.mlp_out[ks]), x.new_zeros(K)
         return x + y.view(K, B, T, D), aux
 
 
@@ -247,28 +254,31 @@ class ProxyLM(nn.Module):
                 std = resid_std if name.endswith(("attn_out", "mlp_out", "w_out", "shared_out")) else 0.02
                 p[k].copy_(torch.randn(p.shape[1:], generator=g) * std)
 
-    def forward(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """idx: [K, B, T] token ids → logits [K, B, T, V] and the summed MoE balancing loss per proxy [K]."""
+    def forward(self, idx: torch.Tensor, ks: slice = ALL) -> tuple[torch.Tensor, torch.Tensor]:
+        """idx: [K', B, T] token ids of the proxies `ks` (default all K) → logits [K', B, T, V] and the summed
+        MoE balancing loss per proxy [K']. A slice of the stack computes exactly what the whole stack would for
+        those proxies, so a step may run the stack in chunks to bound activation memory."""
         K, B, T = idx.shape
         # One embedding lookup into the K tables laid end to end: its backward is a dense scatter-add, ~3× faster
         # here than the sort-based backward of advanced indexing.
         offset = (torch.arange(K, device=idx.device) * self.vocab_size).view(K, 1, 1)
-        x = F.embedding(idx + offset, self.embed.view(K * self.vocab_size, -1))
+        emb = self.embed[ks]
+        x = F.embedding(idx + offset, emb.reshape(K * self.vocab_size, -1))
         aux = x.new_zeros(K)
         for block in self.blocks:
-            x, a = block(x, self.freqs)
+            x, a = block(x, self.freqs, ks)
             aux = aux + a
-        h = rms_norm(x, self.norm).view(K, B * T, -1)
-        logits = torch.bmm(h, self.embed.transpose(1, 2))  # tied output embedding
+        h = rms_norm(x, self.norm[ks]).view(K, B * T, -1)
+        logits = torch.bmm(h, emb.transpose(1, 2))  # tied output embedding
         return logits.view(K, B, T, -1), aux
 
-    def losses(self, idx: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(self, idx: torch.Tensor, targets: torch.Tensor, ks: slice = ALL) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean next-token cross-entropy per proxy and sequence [K, B], and the balancing loss per proxy [K].
 
         Per sequence rather than per proxy, so that a mixed batch also yields per-domain training losses (what
         online mixing schedules feed on) at no extra cost.
         """
-        logits, aux = self(idx)
+        logits, aux = self(idx, ks)
         K, B, T = idx.shape
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
         return ce.view(K, B, T).mean(-1), aux

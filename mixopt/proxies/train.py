@@ -141,6 +141,7 @@ def train_proxies(spec: ProxySpec, mixtures: list[dict[str, float]], seeds: list
                            trajectory=[{"step": 0, "weights": dict(current[k])}]) for k in range(K)]
     alive = torch.ones(K, dtype=torch.bool, device=device)
     online = [not isinstance(p, StaticSchedule) for p in plans]
+    chunks = _chunks(K, spec, device)
     seen: list[dict[str, list[float]]] = [{} for _ in range(K)]  # per-domain train losses since last update
     last_loss = [float("nan")] * K
     eval_cache: dict[int, list[dict[str, float]]] = {}
@@ -158,12 +159,22 @@ def train_proxies(spec: ProxySpec, mixtures: list[dict[str, float]], seeds: list
         batches = [s.batch() for s in samplers]
         x = torch.stack([b[0] for b in batches]).to(device, non_blocking=True)
         y = torch.stack([b[1] for b in batches]).to(device, non_blocking=True)
-        with _autocast(spec, device):
-            ce, aux = losses_fn(x, y)
-        per_proxy = ce.mean(1)
+        opt.zero_grad(set_to_none=True)
+        per_chunk, seq_chunks = [], []
+        for ks in chunks:
+            with _autocast(spec, device):
+                ce, aux = losses_fn(x[ks], y[ks], ks)
+            pp = ce.mean(1)
+            live = alive[ks] & torch.isfinite(pp)
+            if bool(live.any()):  # a diverged proxy contributes nothing; its neighbours are untouched
+                torch.where(live, pp + spec.aux_loss_coef * aux, torch.zeros_like(pp)).sum().backward()
+            per_chunk.append(pp.detach())
+            if any(online):
+                seq_chunks.append(ce.detach())
+        per_proxy = torch.cat(per_chunk)
         finite = torch.isfinite(per_proxy)
-        values = per_proxy.detach().cpu().tolist()
-        seq = ce.detach().cpu().numpy() if any(online) else None
+        values = per_proxy.cpu().tolist()
+        seq = torch.cat(seq_chunks).cpu().numpy() if any(online) else None
         for k in range(K):
             if not alive[k]:
                 continue
@@ -179,9 +190,6 @@ def train_proxies(spec: ProxySpec, mixtures: list[dict[str, float]], seeds: list
         alive &= finite
         if not bool(alive.any()):
             break
-        total = torch.where(alive, per_proxy + spec.aux_loss_coef * aux, torch.zeros_like(per_proxy)).sum()
-        opt.zero_grad(set_to_none=True)
-        total.backward()
         _clip_per_proxy(params, K, spec.grad_clip)
         opt.step()
         done = step + 1
@@ -225,6 +233,19 @@ def train_proxies(spec: ProxySpec, mixtures: list[dict[str, float]], seeds: list
             if bad:
                 r.status, r.error, r.losses = "failed", f"non-finite validation loss on {bad}", {}
     return results
+
+
+def _chunks(K: int, spec: ProxySpec, device: torch.device) -> list[slice]:
+    """Groups of proxies whose forward and backward run together within one step.
+
+    On a GPU the whole stack at once (that is where batching pays). On a CPU a step's activations must stay
+    near the caches: measured here, 16 batched 1M proxies in one pass ran at 0.58× the speed of one, while
+    passes of ~16k tokens kept batching at ≥ 1× — so by default a CPU pass holds at most that many tokens.
+    Gradients are per proxy either way, so chunking changes no number.
+    """
+    limit = spec.chunk_tokens or (16_384 if device.type == "cpu" else None)
+    per = max(1, limit // (spec.batch_size * spec.seq_len)) if limit else K
+    return [slice(i, min(K, i + per)) for i in range(0, K, per)]
 
 
 def _time_average(trajectory: list[dict[str, Any]], steps: int) -> dict[str, float]:
