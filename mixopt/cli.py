@@ -363,11 +363,14 @@ def recommend(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
                                                                "domain (default: the domain name); repeatable.")
                                 ] = None,
               out: Annotated[Path | None, typer.Option(help="Write the export here instead of stdout.")] = None,
+              setting: Annotated[list[str] | None, typer.Option(
+                  "--set", "-s", help="Optimizer setting KEY=VALUE (YAML value), over the job's own settings when "
+                  "the optimizer is the job's, e.g. --optimizer cmr -s general=general -s domain=legal.")] = None,
               ) -> None:
     """Recommend a mixture from a job's runs so far, checked against the target run; export it for a trainer.
 
-    Writes recommendation.json when using the job's optimizer. With --format and no --out, stdout holds only the
-    export and the explanation (re-balancing, epochs, effective tokens) goes to stderr.
+    Writes recommendation.json when using the job's optimizer as the job specifies it. With --format and no --out,
+    stdout holds only the export and the explanation (re-balancing, epochs, effective tokens) goes to stderr.
     """
     from mixopt.export import FORMATS, export
     from mixopt.optimizers import get_optimizer, list_optimizers
@@ -385,13 +388,19 @@ def recommend(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
         raise InputError("--optimizer", f"unknown optimizer {optimizer!r}",
                          f"choose one of {', '.join(list_optimizers())}")
     name = optimizer or spec.optimizer.name
+    import yaml
+
     settings = spec.optimizer.settings if name == spec.optimizer.name else {}
-    opt = get_optimizer(name, seed=spec.seed, objective=spec.objective, **settings)
+    settings |= {k: yaml.safe_load(v) for k, v in _pairs(setting or [], "--set", "--set epsilon=0.05").items()}
+    try:
+        opt = get_optimizer(name, seed=spec.seed, objective=spec.objective, **settings)
+    except ValueError as e:
+        raise InputError("--set / --optimizer", str(e), "see `mixopt optimizers`") from None
     table = st.run_table()
     result = apply_target(opt.recommend(table, tgt), table.token_counts, tgt)
     rec = result.to_dict()
     path = None
-    if name == spec.optimizer.name:
+    if name == spec.optimizer.name and not setting:
         path = st.write_recommendation(rec)
     if fmt is None and as_json:
         fmt = "json"

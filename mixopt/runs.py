@@ -125,6 +125,10 @@ class RunTable:
         """The first `n` runs, in the order they were proposed."""
         return self._subset(np.arange(len(self.df)) < n)
 
+    def select(self, mask: np.ndarray) -> RunTable:
+        """The rows where `mask` is true (notes and token counts carried over)."""
+        return self._subset(np.asarray(mask, dtype=bool))
+
     def _subset(self, mask: np.ndarray) -> RunTable:
         sub = RunTable.__new__(RunTable)
         sub.source, sub.notes, sub.domains = self.source, list(self.notes), list(self.domains)
@@ -164,6 +168,35 @@ class RunTable:
             if dup:
                 sub.notes.append(f"{dup} run(s) repeat an earlier mixture; kept (repeats average out seed noise)")
         return sub, y[mask]
+
+    def with_checkpoints(self) -> RunTable:
+        """Successful runs plus a row per intermediate checkpoint of each (its `curve`), as a law fit wants them.
+
+        Scaling laws in the token budget D are fitted on checkpoints along runs, not only on final losses
+        (D-CPT validates every 1k of 20k steps; CMR measures T along each continual-pretraining run). A checkpoint
+        row copies its run's row with the losses measured there, `fid_tokens` = the tokens trained by then
+        (`fid_flops` scaled alike), `checkpoint_of` = the run's id and run_id `<run>@<tokens>`. Rows of runs
+        without a curve are kept as they are; failed runs and their curves are dropped.
+        """
+        ok = self.with_status("ok")
+        if "curve" not in ok.df.columns or len(ok) == 0:
+            return ok
+        rows = []
+        for rec in ok.df.to_dict("records"):
+            curve = rec.pop("curve", None)
+            rows.append({**rec, "checkpoint_of": None})
+            for point in curve if isinstance(curve, list) else []:
+                row = {**rec, **{f"loss_{d}": float(v) for d, v in point["losses"].items()}}
+                row["checkpoint_of"] = rec.get("run_id")
+                row["run_id"] = f"{rec.get('run_id')}@{int(point['tokens'])}"
+                final = rec.get("fid_tokens")
+                if "fid_flops" in rec and final:
+                    row["fid_flops"] = float(rec["fid_flops"]) * point["tokens"] / float(final)
+                row["fid_tokens"] = float(point["tokens"])
+                rows.append(row)
+        out = RunTable(pd.DataFrame(rows), token_counts=self.token_counts, source=self.source)
+        out.notes = list(ok.notes)
+        return out
 
     def run_ids(self) -> list[str]:
         if "run_id" in self.df.columns:

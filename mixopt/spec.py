@@ -234,6 +234,31 @@ def _check_under_roots(pattern: str, allowed: list[Path], where: str) -> None:
 # --------------------------------------------------------------------------------------------- proxies
 
 
+class BaseSpec(_Strict):
+    """Continual pretraining: the checkpoint every run of a proxy starts from.
+
+    The base is that proxy pretrained on `weights` for `tokens` tokens with the proxy's own optimiser settings
+    and `seed`; it is trained once per (architecture, optimiser, base) and dataset, cached on disk, and shared by
+    every run of that proxy, whatever the run's seed: the runs then differ only in the continued-pretraining
+    mixture and data order, as in the D-CPT and CMR papers' setups. The continued run re-warms its learning rate
+    (`warmup_frac`), and its `tokens` count continued-pretraining tokens only. With `eval_every`, the run's curve
+    starts with the base's losses at 0 tokens: the pre-CPT reference the CMR law measures changes from.
+    """
+
+    weights: dict[str, float] = Field(description="pretraining mixture of the base, e.g. {general: 1}")
+    tokens: int = Field(gt=0, description="pretraining tokens of the base")
+    seed: int = Field(default=0, description="initialisation and data-order seed of the base")
+    cache_dir: str | None = Field(default=None, description="where base checkpoints are kept (default: "
+                                  "$MIXOPT_CACHE/bases, else ~/.cache/mixopt/bases)")
+
+    @model_validator(mode="after")
+    def _weights(self) -> BaseSpec:
+        if not self.weights or any(v < 0 for v in self.weights.values()) or sum(self.weights.values()) <= 0:
+            raise ValueError("base.weights must give every domain a share ≥ 0 with a positive sum, "
+                             "e.g. {general: 1}")
+        return self
+
+
 class ProxySpec(_Strict):
     """A proxy: a small decoder-only LM (dense or MoE) and its training budget, or a user's own trainer.
 
@@ -283,10 +308,16 @@ class ProxySpec(_Strict):
         default=None, description="argument list; placeholders {mixture_json} {metrics_json} {run_dir} {seed} "
         "{tokens} are filled in (never run through a shell)")
     timeout_s: float | None = Field(default=None, gt=0, description="wall-clock limit of one run")
+    # --- continual pretraining
+    base: BaseSpec | None = Field(default=None, description="start every run from this pretrained checkpoint "
+                                  "(continual pretraining); null = from scratch")
 
     @model_validator(mode="after")
     def _consistent(self) -> ProxySpec:
         if self.kind == "command":
+            if self.base is not None:
+                raise ValueError("`base` (continual pretraining) is for mixopt's own proxies; an external "
+                                 "trainer loads its own checkpoint")
             if not self.command:
                 raise ValueError("kind: command needs `command`, an argument list such as "
                                  "[python, train.py, --mixture, '{mixture_json}', --out, '{metrics_json}']")
@@ -486,6 +517,8 @@ class SearchSpec(_Strict):
     proxy: ProxySpec = ProxySpec()
     fidelities: list[ProxySpec] = Field(
         default_factory=list, description="other proxies (sizes/budgets) a multi-fidelity optimizer may pick")
+    base: BaseSpec | None = Field(default=None, description="continual pretraining: every proxy without its own "
+                                  "`base` starts from a checkpoint pretrained on this mixture")
     optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(name="random"))
     objective: ObjectiveSpec = ObjectiveSpec()
     target: TargetSpec | None = None
@@ -517,12 +550,19 @@ class SearchSpec(_Strict):
         for m in self.objective.metrics or []:
             if m.removeprefix("loss_") not in domains:
                 raise ValueError(f"objective metric {m!r} names no domain of the dataset; domains: {domains}")
+        for p in self.proxies:
+            if p.base is not None:
+                check_mixture(p.base.weights, domains, where=f"{p.name}: base.weights")
         return self
 
     @property
     def proxies(self) -> list[ProxySpec]:
         """Every proxy this search may train: the default `proxy` first, then the `fidelities`."""
-        return [self.proxy, *self.fidelities]
+        proxies = [self.proxy, *self.fidelities]
+        if self.base is None:
+            return proxies
+        return [p if p.base is not None or p.kind == "command" else p.model_copy(update={"base": self.base})
+                for p in proxies]
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpec:

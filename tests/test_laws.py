@@ -378,6 +378,24 @@ def test_cmr_optimizer_recommends_the_critical_ratio():
     assert {p.fidelity["tokens"] for p in props} == {1e9, 2e9} and len(props) == 12
 
 
+def test_cmr_optimizer_fits_the_checkpoints_of_each_run_as_recorded_by_the_driver():
+    """One run per share, its earlier budgets and the pre-CPT point on its curve: the same answer as one row each."""
+    R, T, g, d = _cmr_data()
+    rows = []
+    for r in np.unique(R):
+        m = R == r
+        curve = [{"step": 0, "tokens": 0.0, "losses": {"general": 2.5, "domain": 3.0}}]
+        curve += [{"step": i, "tokens": t, "losses": {"general": 2.5 + gg, "domain": 3.0 + dd}}
+                  for i, (t, gg, dd) in enumerate(zip(T[m][:-1], g[m][:-1], d[m][:-1], strict=True), 1)]
+        rows.append({"run_id": f"r{r:.1f}", "w_general": 1 - r, "w_domain": r, "fid_tokens": T[m][-1],
+                     "loss_general": 2.5 + g[m][-1], "loss_domain": 3.0 + d[m][-1], "curve": curve})
+    runs = RunTable(pd.DataFrame(rows))
+    rec = get_optimizer("cmr", seed=0, bootstrap=0).recommend(runs, TargetSpec(tokens=1e10))
+    assert rec.weights["domain"] == pytest.approx(0.25 + 0.125 * 50 ** -0.3, abs=0.01)
+    with pytest.raises(InputError, match="pre-CPT"):  # final losses alone: no reference, too few budgets
+        get_optimizer("cmr", bootstrap=0, checkpoints=False).recommend(runs, TargetSpec(tokens=1e10))
+
+
 # ------------------------------------------------------------------------------------------ released runs
 
 

@@ -187,6 +187,31 @@ def test_eval_every_records_a_curve(prepared):
     assert [c["step"] for c in r.curve] == [3, 6] and set(r.curve[0]["losses"]) == set(prepared.domains)
 
 
+def test_continual_pretraining_starts_every_run_from_one_cached_base(prepared, tmp_path):
+    train, val = prepared.load("train"), prepared.load("val")
+    base = {"weights": {"python": 1.0}, "tokens": 8 * 64 * 30, "seed": 3, "cache_dir": str(tmp_path / "bases")}
+    spec = ProxySpec(**TINY, tokens=8 * 64 * 12, eval_every=4, warmup_frac=0.25, lr=1e-2, base=base)
+    mixtures = [{"python": 1.0}, {"python": 0.5, "licenses": 0.5}]
+    a, b = train_proxies(spec, mixtures, [11, 12], train, val, prepared.vocab_size)
+    cached = list((tmp_path / "bases").glob("*.pt"))
+    assert len(cached) == 1  # trained once, shared by both runs
+    # The curve starts at the base's losses: identical for both runs whatever their seeds, and the base, trained
+    # on python only, already knows python far better than a fresh proxy does.
+    assert a.curve[0]["tokens"] == 0 and a.curve[0]["losses"] == b.curve[0]["losses"]
+    fresh = train_proxy(ProxySpec(**TINY, tokens=8 * 64 * 4), mixtures[0], train, val, prepared.vocab_size, 11)
+    assert a.curve[0]["losses"]["python"] < fresh.losses["python"] - 0.5
+    # Continued pretraining on licences moves that loss down far more than continuing on python does.
+    assert b.losses["licenses"] < a.losses["licenses"] - 0.1
+    assert a.tokens == 8 * 64 * 12  # tokens count the continued run only
+    # A second call loads the cache (same numbers) instead of training the base again.
+    again = train_proxy(spec, mixtures[1], train, val, prepared.vocab_size, seed=12)
+    assert again.losses == b.losses and len(list((tmp_path / "bases").glob("*.pt"))) == 1
+    # Another base mixture is another checkpoint.
+    other = spec.model_copy(update={"base": spec.base.model_copy(update={"weights": {"prose": 1.0}})})
+    c = train_proxy(other, mixtures[0], train, val, prepared.vocab_size, seed=11)
+    assert len(list((tmp_path / "bases").glob("*.pt"))) == 2 and c.curve[0]["losses"] != a.curve[0]["losses"]
+
+
 # ------------------------------------------------------------------------------------- external commands
 
 SCRIPT = """

@@ -85,3 +85,19 @@ def test_no_weight_columns_and_unknown_status():
         RunTable(pd.DataFrame({"loss_a": [1.0]}))
     with pytest.raises(InputError, match="status"):
         RunTable(pd.DataFrame({"w_a": [1.0], "status": ["weird"]}))
+
+
+def test_checkpoints_of_a_run_become_rows_and_failed_runs_stay_out():
+    curve_a = [{"step": 0, "tokens": 0, "losses": {"x": 3.0, "y": 3.2}},
+               {"step": 5, "tokens": 50, "losses": {"x": 2.0, "y": 2.5}}]
+    df = pd.DataFrame({"run_id": ["a", "b", "c"], "w_x": [1.0, 0.5, 0.0], "w_y": [0.0, 0.5, 1.0],
+                       "status": ["ok", "ok", "failed"], "fid_tokens": [100.0] * 3, "fid_flops": [10.0] * 3,
+                       "loss_x": [1.5, 1.7, np.nan], "loss_y": [2.0, 1.9, np.nan],
+                       "curve": [curve_a, None, [{"step": 5, "tokens": 50, "losses": {"x": 9.0, "y": 9.0}}]]})
+    t = RunTable(df).with_checkpoints()
+    assert list(t.df["run_id"]) == ["a", "a@0", "a@50", "b"]
+    row = t.df.iloc[2]
+    assert (row["fid_tokens"], row["fid_flops"], row["loss_x"], row["loss_y"]) == (50, 5, 2.0, 2.5)
+    assert row["checkpoint_of"] == "a" and pd.isna(t.df.iloc[0]["checkpoint_of"])
+    assert t.df.iloc[1]["fid_tokens"] == 0 and "curve" not in t.df.columns
+    assert len(RunTable(df.drop(columns="curve")).with_checkpoints()) == 2  # no curves: the successful runs

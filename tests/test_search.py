@@ -290,3 +290,49 @@ fidelities:
     for bad in ({"level": 5}, {"proxy": "nope"}, {"size": 3}):
         with pytest.raises(ValueError):
             resolve_fidelity(spec, bad, 257)
+
+
+CPT_SPEC = """
+name: cpt-tiny
+dataset: {root}/datasets/cpt-demo.yaml
+proxy: {{name: s, n_layer: 1, d_model: 16, n_head: 2, seq_len: 32, batch_size: 8, tokens: 2560, eval_every: 2,
+        eval_windows: 4, lr: 0.01, lr_schedule: constant, proxies_per_task: 4}}
+fidelities:
+  - {{name: m, n_layer: 1, d_model: 32, n_head: 2, seq_len: 32, batch_size: 8, tokens: 2560, eval_every: 2,
+     eval_windows: 4, lr: 0.01, lr_schedule: constant, proxies_per_task: 4}}
+base: {{weights: {{general: 1.0}}, tokens: 5120, cache_dir: {cache}}}
+optimizer: {{name: dcpt, general: general, domain: legal, ratios: [0.0, 0.25, 0.5, 1.0], tokens_levels: [2560],
+            params_levels: [{small}, {large}], bootstrap: 0, min_runs: 12}}
+target: {{params: 20000, tokens: 10000}}
+budget: {{runs: 8}}
+parallelism: 4
+seed: 0
+"""
+
+
+def test_continual_pretraining_search_feeds_both_laws_from_checkpoints(tmp_path, workdir):
+    from mixopt.proxies import model_size
+    from mixopt.spec import ProxySpec
+
+    sizes = [model_size(ProxySpec(n_layer=1, d_model=d, n_head=2, seq_len=32), 257).total for d in (16, 32)]
+    path = tmp_path / "cpt.yaml"
+    path.write_text(CPT_SPEC.format(root=ROOT, cache=tmp_path / "bases", small=sizes[0], large=sizes[1]))
+    search = Search(SearchSpec.from_yaml(path), workdir=workdir)
+    search.run()
+    table = search.store.run_table()
+    assert list(table.df["status"]) == ["ok"] * 8 and len(list((tmp_path / "bases").glob("*.pt"))) == 2
+    # Every run of one size starts from that size's base: the same losses at 0 tokens, whatever its mixture.
+    starts = table.df.groupby("fid_level")["curve"].apply(lambda cs: {json.dumps(c[0]["losses"]) for c in cs})
+    assert all(len(s) == 1 for s in starts) and starts.iloc[0] != starts.iloc[1]
+    points = table.with_checkpoints()
+    assert len(points) == 8 * 6 and set(points.df["fid_tokens"]) == {0, 512, 1024, 1536, 2048, 2560}
+    res = run_cli("recommend", search.store.job_id, "--workdir", str(workdir), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["method"] == "dcpt"
+    res = run_cli("recommend", search.store.job_id, "--workdir", str(workdir), "--json", "--optimizer", "cmr",
+                  "-s", "general=general", "-s", "domain=legal", "-s", "epsilon=0.5")
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(res.stdout)
+    assert rec["method"] == "cmr" and rec["details"]["base_losses"]["source"].endswith("at 0 tokens")
+    res = run_cli("recommend", search.store.job_id, "--workdir", str(workdir), "-s", "epsilon=-1")
+    assert res.returncode == 2 and "epsilon" in res.stderr

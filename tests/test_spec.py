@@ -39,6 +39,8 @@ def test_demo_spec_loads_and_inlines_references():
     ({"include_mixtures": [{"python": 0.5, "rust": 0.5}]}, "include_mixtures", "unknown domain"),
     ({"objective": {"metrics": ["loss_rust"]}}, "objective", "names no domain"),
     ({"proxy": {"d_model": 30, "n_head": 4}}, "proxy", "multiple of n_head"),
+    ({"base": {"weights": {"rust": 1.0}, "tokens": 1000}}, "base.weights", "unknown domain"),
+    ({"base": {"weights": {"python": 1.0}}}, "base.tokens", "required"),
 ])
 def test_bad_spec_names_file_field_and_fix(tmp_path, patch, field, words):
     path = write(tmp_path, {**base(), **patch})
@@ -96,3 +98,15 @@ def test_explicit_nulls_survive_the_job_copy():
     data["optimizer"]["max_epochs"] = None  # "no cap" must not come back as the default cap
     again = SearchSpec.model_validate(yaml.safe_load(SearchSpec.model_validate(data).to_yaml()))
     assert again.optimizer.settings["max_epochs"] is None
+
+
+def test_cpt_demo_base_reaches_every_proxy_and_a_proxy_keeps_its_own():
+    spec = SearchSpec.from_yaml(ROOT / "search" / "cpt-demo.yaml")
+    assert [p.name for p in spec.proxies] == ["cpt-s", "cpt-m", "cpt-l"]
+    assert all(p.base == spec.base and p.eval_every for p in spec.proxies)
+    own = {"weights": {"general": 0.5, "legal": 0.5}, "tokens": 5000}
+    mine = SearchSpec.model_validate({"dataset": spec.dataset.model_dump(), "proxy": {"base": own},
+                                      "base": {"weights": {"general": 1.0}, "tokens": 1000}})
+    assert mine.proxies[0].base.weights == own["weights"]
+    again = SearchSpec.model_validate(yaml.safe_load(spec.to_yaml()))
+    assert again.proxies == spec.proxies

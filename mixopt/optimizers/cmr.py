@@ -80,7 +80,7 @@ class CMR(TwoDomainOptimizer):
         if t_tokens is None:
             raise InputError("target.tokens", "cmr needs the CPT token budget", "set target.tokens (or "
                              "optimizer.target_tokens)")
-        ok = pair.usable(history)
+        ok = pair.usable(self._points(history))
         notes = fit_notes(ok)
         if len(ok) == 0:
             raise InputError(history.source, "cmr needs successful runs", "train the proposed design")
@@ -92,7 +92,7 @@ class CMR(TwoDomainOptimizer):
             if not keep.all():
                 notes.append(f"CMR fitted at {size:.3g} parameters; {int((~keep).sum())} run(s) of other sizes "
                              "ignored (CMR does not transfer across sizes)")
-            ok, T = _rows(ok, keep), T[keep]
+            ok, T = ok.select(keep), T[keep]
         base_g, base_d, base_src = self._base(pair, ok, T)
         g, d = pair.losses(ok)
         R = ok.weights[:, pair.j]
@@ -139,6 +139,3 @@ class CMR(TwoDomainOptimizer):
         rec.objective = f"{pair.domain_loss} (domain loss at the CMR; general loss change ≤ {s.epsilon:g})"
         return rec
 
-
-def _rows(table: RunTable, keep: np.ndarray) -> RunTable:
-    return RunTable(table.df[keep].reset_index(drop=True), token_counts=table.token_counts, source=table.source)

@@ -84,7 +84,9 @@ class DCPT(TwoDomainOptimizer):
     def fit(self, history: RunTable) -> tuple[DCPTLaws, RunTable]:
         s = self.settings
         pair = self._pair(history)
-        ok = pair.usable(history)
+        ok = pair.usable(self._points(history))
+        if "fid_tokens" in ok.df.columns:  # a pre-CPT checkpoint (D = 0) is outside the law's domain
+            ok = ok.select((ok.df["fid_tokens"].astype(float) > 0).to_numpy())
         if len(ok) < s.min_runs:
             raise InputError(history.source, f"dcpt needs at least {s.min_runs} successful runs, has {len(ok)}",
                              "train the proposed design (several N, D and shares)")

@@ -159,6 +159,8 @@ class TwoDomainSettings(NoSettings):
                           "driver records), or e.g. a non-embedding count; targets are read in its units")
     delta: float = Field(default=1e-3, gt=0, description="Huber δ of the fits")
     bootstrap: int = Field(default=8, ge=0, description="refits on resampled runs for intervals")
+    checkpoints: bool = Field(default=True, description="fit on every run's intermediate checkpoints too (its eval "
+                              "curve, `eval_every`), as both papers do, not only on final losses")
 
 
 class TwoDomainOptimizer(OptimizerBase):
@@ -170,6 +172,10 @@ class TwoDomainOptimizer(OptimizerBase):
 
     def _levels(self) -> list[dict[str, float]]:
         raise NotImplementedError
+
+    def _points(self, history: RunTable) -> RunTable:
+        """The rows a law is fitted on: runs, and their checkpoints when asked (proposals use runs only)."""
+        return history.with_checkpoints() if self.settings.checkpoints else history
 
     def propose(self, history: RunTable, n: int) -> list[Proposal]:
         pair = self._pair(history)

@@ -116,15 +116,31 @@ def train_proxies(spec: ProxySpec, mixtures: list[dict[str, float]], seeds: list
                   train: dict[str, np.ndarray], val: dict[str, np.ndarray], vocab_size: int,
                   threads: int | None = None, schedules: list[dict[str, Any] | None] | None = None,
                   on_step: Progress | None = None) -> list[ProxyResult]:
-    """Train len(mixtures) proxies together; one result per mixture, in order."""
+    """Train len(mixtures) proxies together; one result per mixture, in order.
+
+    With `spec.base` (continual pretraining) every proxy starts from the cached base checkpoint (trained here
+    first if no earlier run left it) instead of its seed's initialisation."""
     if len(mixtures) != len(seeds):
         raise ValueError(f"{len(mixtures)} mixtures but {len(seeds)} seeds")
-    t0 = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
     device = pick_device(spec)
-    K = len(mixtures)
     model = ProxyLM(spec, vocab_size, seeds=seeds).to(device)
+    if spec.base is not None:
+        from mixopt.proxies.continual import base_state, load_base
+
+        load_base(model, base_state(spec, train, val, vocab_size))
+    return train_model(model, spec, mixtures, seeds, train, val, vocab_size, schedules, on_step)
+
+
+def train_model(model: ProxyLM, spec: ProxySpec, mixtures: list[dict[str, float]], seeds: list[int],
+                train: dict[str, np.ndarray], val: dict[str, np.ndarray], vocab_size: int,
+                schedules: list[dict[str, Any] | None] | None = None,
+                on_step: Progress | None = None) -> list[ProxyResult]:
+    """The training loop of `train_proxies` on a model already built (and possibly loaded from a base)."""
+    t0 = time.perf_counter()
+    device = next(model.parameters()).device
+    K = len(mixtures)
     decay = [p for n, p in model.named_parameters() if "norm" not in n]
     no_decay = [p for n, p in model.named_parameters() if "norm" in n]
     params = decay + no_decay
@@ -152,6 +168,9 @@ def train_proxies(spec: ProxySpec, mixtures: list[dict[str, float]], seeds: list
             eval_cache[step] = evaluate(model, val, spec, device, windows=spec.eval_windows)
         return eval_cache[step]
 
+    if spec.base is not None and spec.eval_every:  # the pre-CPT reference point of the curve
+        for k, ev in enumerate(evaluate_now(0)):
+            results[k].curve.append({"step": 0, "tokens": 0, "losses": ev})
     for step in range(spec.steps):
         lr = lr_at(step, spec)
         for g in opt.param_groups:

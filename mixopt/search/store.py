@@ -246,6 +246,7 @@ class JobStore:
             rec["schedule"] = json.loads(schedule) if schedule else None
             rec["trajectory"] = extra.get("trajectory")
             rec["mean_weights"] = extra.get("mean_weights")
+            rec["curve"] = extra.get("curve")  # [{step, tokens, losses}]: checkpoints (RunTable.with_checkpoints)
             rec["error"] = error
             rec["created_at"], rec["finished_at"] = created, finished
             records.append(rec)
