@@ -175,6 +175,13 @@ def paired_gap(a: list[float], b: list[float]) -> tuple[float, float, bool]:
     return float(d.mean()), se, bool(abs(d.mean()) > 2 * se)
 
 
+def plot_result(res: dict):
+    """The README's figure: objective per mixture (mean ± sd over seeds), best first."""
+    rows = sorted(res["rows"], key=lambda r: r["mean"])
+    return plot(rows, f"target {res['target_params'] / 1e6:.2f}M params, {len(res['seeds'])} seeds "
+                      f"({res['mode']} mode): objective per mixture")
+
+
 def plot(rows: list[dict], title: str):
     import matplotlib
 
@@ -199,11 +206,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--objective", default=None, help="loss_<domain> to minimise (default: mean over domains)")
     ap.add_argument("--workdir", type=Path, default=None, help="work dir (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON result here too")
+    ap.add_argument("--plot", type=Path, default=None, help="save the plot (PNG) here too (also: --from-json)")
+    ap.add_argument("--from-json", type=Path, default=None, help="only redraw --plot from an earlier --out file")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
 
+    if args.from_json is not None:
+        if args.plot is None:
+            ap.error("--from-json needs --plot")
+        res = json.loads(args.from_json.read_text())
+        plot_result(res).savefig(args.plot, dpi=120)
+        return res
     con = Console(stderr=args.json, width=150)
     mode = "toy" if args.toy else "quick" if args.quick else "full"
     cfg = settings(mode)
@@ -322,6 +337,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["mlflow_parent_run"] = parent
     if args.out:
         args.out.write_text(json.dumps(_clean(result), indent=1))
+    if args.plot:
+        plot_result(_clean(result)).savefig(args.plot, dpi=120)
     if args.json:
         print(json.dumps(_clean(result)))
     return result

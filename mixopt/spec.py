@@ -237,17 +237,22 @@ def _check_under_roots(pattern: str, allowed: list[Path], where: str) -> None:
 class BaseSpec(_Strict):
     """Continual pretraining: the checkpoint every run of a proxy starts from.
 
-    The base is that proxy pretrained on `weights` for `tokens` tokens with the proxy's own optimiser settings
-    and `seed`; it is trained once per (architecture, optimiser, base) and dataset, cached on disk, and shared by
-    every run of that proxy, whatever the run's seed: the runs then differ only in the continued-pretraining
-    mixture and data order, as in the D-CPT and CMR papers' setups. The continued run re-warms its learning rate
-    (`warmup_frac`), and its `tokens` count continued-pretraining tokens only. With `eval_every`, the run's curve
-    starts with the base's losses at 0 tokens: the pre-CPT reference the CMR law measures changes from.
+    The base is that proxy pretrained on `weights` for `tokens` tokens with the proxy's optimiser settings (its
+    `lr` and `lr_schedule` may differ) and `seed`; it is trained once per (architecture, optimiser, base) and
+    dataset, cached on disk, and shared by every run of that proxy, whatever the run's seed: the runs then
+    differ only in the continued-pretraining mixture and data order, as in the D-CPT and CMR papers' setups.
+    The continued run re-warms its learning rate (`warmup_frac`), and its `tokens` count continued-pretraining
+    tokens only. With `eval_every`, the run's curve starts with the base's losses at 0 tokens: the pre-CPT
+    reference the CMR law measures changes from.
     """
 
     weights: dict[str, float] = Field(description="pretraining mixture of the base, e.g. {general: 1}")
     tokens: int = Field(gt=0, description="pretraining tokens of the base")
     seed: int = Field(default=0, description="initialisation and data-order seed of the base")
+    lr: float | None = Field(default=None, gt=0, description="peak learning rate of the base (default: the proxy's)")
+    lr_schedule: Literal["cosine", "constant"] | None = Field(
+        default=None, description="the base's schedule (default: the proxy's); cosine gives an annealed base, "
+        "like a released pretrained model")
     cache_dir: str | None = Field(default=None, description="where base checkpoints are kept (default: "
                                   "$MIXOPT_CACHE/bases, else ~/.cache/mixopt/bases)")
 

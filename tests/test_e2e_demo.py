@@ -21,7 +21,7 @@ def test_e2e_demo_toy_path_runs_and_reports(tmp_path, monkeypatch):
     monkeypatch.setitem(_BUILTIN, "tpe", "e2e_demo:TPE")  # and forgets it again after this test
     spec.loader.exec_module(mod)
     out = tmp_path / "e2e.json"
-    res = mod.main(["--toy", "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    res = mod.main(["--toy", "--workdir", str(tmp_path / "work"), "--out", str(out), "--plot", str(tmp_path / "a.png")])
     names = {r["mixture"] for r in res["rows"]}
     assert {"regmix (rec.)", "tpe (rec.)", "uniform", "natural", "best proxy run"} <= names
     assert res["params_ratio"] >= 8 and res["tokens_ratio"] >= 4
@@ -31,3 +31,6 @@ def test_e2e_demo_toy_path_runs_and_reports(tmp_path, monkeypatch):
     assert -1 <= res["ranking"]["spearman_rho"] <= 1 and len(res["ranking"]["target"]) == 4
     assert json.loads(out.read_text())["mode"] == "toy"
     assert res.get("mlflow_parent_run")  # the plot and the JSON went to the regmix job's parent run
+    assert (tmp_path / "a.png").stat().st_size > 1000
+    mod.main(["--from-json", str(out), "--plot", str(tmp_path / "b.png")])  # redrawn from the JSON alone
+    assert (tmp_path / "b.png").stat().st_size > 1000

@@ -27,6 +27,8 @@ from mixopt.optimizers.law_common import (
     fidelity_values,
     fit_notes,
     levels_from,
+    points_note,
+    source_runs,
 )
 from mixopt.runs import RunTable
 from mixopt.spec import TargetSpec
@@ -131,10 +133,11 @@ class CMR(TwoDomainOptimizer):
         if t_tokens > 1.5 * budgets.max():
             notes.append(f"the target budget {t_tokens:.3g} is beyond the largest proxy budget {budgets.max():.3g}: "
                          "the per-share laws extrapolate in T")
-        notes.append(f"critical mixture ratio {r:.3f} for ΔL_gen ≤ {s.epsilon:g} at {t_tokens:.3g} tokens")
+        notes.append(f"critical mixture ratio {r:.3f} for ΔL_gen ≤ {s.epsilon:g} at {t_tokens:.3g} tokens; fitted on "
+                     f"{points_note(ok)}")
         w = np.zeros(2)
         w[pair.j], w[1 - pair.j] = r, 1 - r
-        rec = self._recommendation(w, history, predicted=predicted, runs_used=ok.run_ids(), notes=notes,
+        rec = self._recommendation(w, history, predicted=predicted, runs_used=source_runs(ok), notes=notes,
                                    details=details)
         rec.objective = f"{pair.domain_loss} (domain loss at the CMR; general loss change ≤ {s.epsilon:g})"
         return rec

@@ -31,6 +31,8 @@ from mixopt.optimizers.law_common import (
     fidelity_values,
     fit_notes,
     levels_from,
+    points_note,
+    source_runs,
 )
 from mixopt.runs import RunTable
 from mixopt.spec import TargetSpec
@@ -138,7 +140,7 @@ class DCPT(TwoDomainOptimizer):
         if boot:
             details["predicted_domain_loss_interval"] = [float(np.quantile(boot, 0.025)),
                                                          float(np.quantile(boot, 0.975))]
-        notes.append(f"D-CPT laws fitted on {len(ok)} runs: R² general {laws.general.r2:.4f}, "
+        notes.append(f"D-CPT laws fitted on {points_note(ok)}: R² general {laws.general.r2:.4f}, "
                      f"domain {laws.domain.r2:.4f}")
         if n_t > 2 * fidelity_values(ok, s.size_key, required=True).max():
             notes.append("the target is over twice the largest proxy: the law extrapolates in N")
@@ -146,7 +148,7 @@ class DCPT(TwoDomainOptimizer):
         w[pair.j], w[1 - pair.j] = r, 1 - r
         rec = self._recommendation(w, history, predicted=pred_d,
                                    uncertainty=float(np.std(boot, ddof=1)) if len(boot) > 1 else None,
-                                   runs_used=ok.run_ids(), notes=fit_notes(ok) + notes, details=details)
+                                   runs_used=source_runs(ok), notes=fit_notes(ok) + notes, details=details)
         rec.objective = f"{pair.domain_loss} (domain loss at the target; general loss reported in details)"
         return rec
 

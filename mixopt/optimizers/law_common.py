@@ -144,6 +144,20 @@ class TwoDomains:
         return history.usable(ObjectiveSpec(metrics=[self.general_loss, self.domain_loss]))[0]
 
 
+def source_runs(table: RunTable) -> list[str]:
+    """The runs behind a fit's points, each once (a checkpoint row counts as the run it was taken from)."""
+    ids = table.run_ids()
+    if "checkpoint_of" in table.df.columns:
+        ids = [str(c) if isinstance(c, str) else i for c, i in zip(table.df["checkpoint_of"], ids, strict=True)]
+    return list(dict.fromkeys(ids))
+
+
+def points_note(table: RunTable) -> str:
+    n_runs = len(source_runs(table))
+    return f"{len(table)} points ({len(table) - n_runs} of them checkpoints along {n_runs} runs)" \
+        if len(table) > n_runs else f"{len(table)} runs"
+
+
 def fit_notes(table: RunTable) -> list[str]:
     """The run table's notes, less the one about repeated mixtures: a design repeats each mixture on purpose
     (once per fidelity level)."""

@@ -75,10 +75,11 @@ def base_state(spec: ProxySpec, train: dict[str, np.ndarray], val: dict[str, np.
 
         total = sum(spec.base.weights.values())
         weights = {d: w / total for d, w in spec.base.weights.items()}
-        # The base's own run: the proxy's optimiser settings for base.tokens (warmup_frac is the CPT run's
-        # re-warming; the base keeps the default 10 % warmup) from base.seed's initialisation.
+        # The base's own run: the proxy's optimiser settings (or the base's lr / schedule) for base.tokens from
+        # base.seed's initialisation (warmup_frac is the CPT run's re-warming; the base keeps a 10 % warmup).
         plain = spec.model_copy(update={"base": None, "tokens": spec.base.tokens, "eval_every": None,
-                                        "warmup_frac": 0.1})
+                                        "warmup_frac": 0.1, "lr": spec.base.lr or spec.lr,
+                                        "lr_schedule": spec.base.lr_schedule or spec.lr_schedule})
         model = ProxyLM(plain, vocab_size, seeds=[spec.base.seed])
         (res,) = train_model(model, plain, [weights], [spec.base.seed], train, val, vocab_size)
         if res.status != "ok":
