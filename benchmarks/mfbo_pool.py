@@ -1,10 +1,29 @@
 """Pool-based multi-fidelity BO (ADMIRE's protocol) on released runs: cost to find the best high-fidelity run.
 
 Each data set is a pool of finished runs at several fidelities. A method may only pick pool rows; a pick reveals
-the row's objective and costs its level's cost (in units of one target-level run). Every method is run until it
-has picked the pool's best target-level run (or has spent as much as random search needs on average), and we
-report the best true target-level objective found against the cumulative cost, and the cost at which each method
-first reaches the pool's best run (mean ± sd over seeds).
+the row's objective and costs its level's cost (in units of one target-level run); a batch is paid in full. Two
+measures, both against the same cumulative cost:
+
+- pick-based (this benchmark's first measure): the cost at which a method first *trains* (picks) the pool's best
+  target-level run, and the best true target-level objective it has trained by each cost.
+- recommendation-based (ADMIRE's own loop, METHODS.md §2f): after every round a method recommends one of the pool's
+  target-level mixtures — mfbo and single-fidelity BO: the posterior-mean best of `recommend_pool` (ADMIRE's SF
+  script), also the acquisition-based choice it reports (MES; qLogNEI in single mode; ADMIRE's MF script);
+  RegMix: its LightGBM prediction's best, once its cheap runs are done; random search: the best target run it has
+  trained. We report the cost after the round in which the recommendation *first* is the pool's best target
+  mixture (a model can get there before paying for that run), the share of the run's later rounds in which it
+  still is, and the simple regret (its true target objective − the best) by cost. A recommendation may leave the
+  best again; "first reaches" is what ADMIRE's per-iteration log would show first, the regret curve the rest.
+
+BO runs continue until the best run is picked and the posterior-mean recommendation is the best too (or twice the
+pick's cost is spent; never past random search's expected cost). Unlike ADMIRE, no target-level mixtures are held
+out of the pool (it held 16 of 64 1B Pile mixtures and 16 of 76 7B IFT ones out to measure the GP's error).
+
+With --json one object: per data set `cost_ratio_vs_random` = mfbo's mean pick-based cost to the best ÷ random
+search's expected cost ((n_target + 1) / 2; censored seeds count at that cost); `cost_ratio_vs_random_recommend` =
+the same for mfbo's posterior-mean recommendation (random search's recommendation reaches the best exactly when it
+picks it, so the denominator is the same; a seed whose run ended first counts at its end, a lower bound), and
+`cost_ratio_vs_random_recommend_acquisition` for its acquisition-based choice.
 
 - regmix: RegMix's Pile runs (METHODS.md §1): 1M proxies (512 train + 256 test mixtures) and 60M proxies on the
   same 256 test mixtures; target 60M; objective loss_pile_cc; cost FLOPs-based, 1M = 1/60 of a 60M run.
@@ -17,7 +36,8 @@ target rows in order of prediction); multi-fidelity BO (mfbo, MES per cost). Als
 transform the GP sees (sqrt, ilr, raw weights): as the Spearman ρ of the multi-fidelity GP's target-level
 prediction on held-out target runs, and (raw weights; --transforms) as mf_bo[none] in the full loop.
 
-    python benchmarks/mfbo_pool.py [--data DIR] [--seeds 5] [--quick] [--batch 2] [--transforms none,ilr] [--json]
+    python benchmarks/mfbo_pool.py [--data DIR] [--seeds 5] [--quick] [--batch 2] [--transforms none,ilr]
+        [--variant NAME=JSON ...] [--json]
 """
 
 from __future__ import annotations
@@ -37,6 +57,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mixopt.errors import InputError  # noqa: E402
 from mixopt.optimizers import get_optimizer  # noqa: E402
 from mixopt.optimizers.pool import simulate  # noqa: E402
 from mixopt.predictors import make_predictor  # noqa: E402
@@ -114,28 +135,75 @@ def bo_settings(pool: Pool, mode: str, transform: str = "sqrt") -> dict:
     return {"mode": mode, "costs": pool.level_cost, "transform": transform}
 
 
-def run_bo(pool: Pool, seed: int, mode: str, batch: int, transform: str = "sqrt", recommend_at: float | None = None
-           ) -> tuple[list[int], list[int], dict]:
-    """Returns (revealed rows, round of each), and the recommendation taken when `recommend_at` was spent."""
-    opt = get_optimizer("mfbo", seed=seed, objective=pool.objective, **bo_settings(pool, mode, transform))
+def run_bo(pool: Pool, seed: int, mode: str, batch: int, transform: str = "sqrt", min_cost: float = 0.0,
+           extra: dict | None = None) -> tuple[list[int], list[int], list[dict]]:
+    """Returns (revealed rows, round of each) and the recommendation after every round (`bo_recommendation`).
+
+    The loop runs at least until the pool's best target run has been picked and `min_cost` is spent, then until
+    the posterior-mean recommendation is that run's mixture too, but no further than twice the pick's cost (a
+    recommendation that needs more than that is no shortcut; running on is what made full runs take hours), and
+    never past random search's expected cost."""
+    opt = get_optimizer("mfbo", seed=seed, objective=pool.objective, **bo_settings(pool, mode, transform),
+                        **(extra or {}))
     best = pool.best_row
     budget = pool.random_expected  # beyond this a method is no better than random search on average
-    rec: dict = {}
-    start: list[int] = []
-    rounds_before: list[int] = []
-    if recommend_at is not None:  # no early stop here: the recommendation is taken at this cost in every run
-        tr = simulate(opt, pool.table, pool.cost, budget=recommend_at, batch=batch)
-        start, rounds_before = tr["pool_row"].tolist(), tr["round"].tolist()
-        hist = RunTable(pool.table.df.iloc[start], source="revealed")
-        r = opt.recommend_pool(hist, pool.table)
-        rec = {"cost": float(pool.cost[start].sum()), "posterior_mean_best": r.details["posterior_mean_best"],
-               "acquisition_best": r.details["acquisition_best"]}
-    tr = simulate(opt, pool.table, pool.cost, budget=budget, batch=batch, stop=lambda rows: best in rows,
-                  start=start)
+    recs: list[dict] = []
+    picked_at: list[float] = []
+
+    def after_round(rows: list[int]) -> bool:  # simulate calls this before each round: record, then decide
+        if not recs or recs[-1]["n"] != len(rows):
+            recs.append(bo_recommendation(pool, opt, rows))
+        spent = recs[-1]["cost"]
+        if best not in rows or spent < min_cost - 1e-9:
+            return False
+        if not picked_at:
+            picked_at.append(spent)
+        return recs[-1]["posterior_mean"] == best or spent >= 2 * picked_at[0] - 1e-9
+
+    tr = simulate(opt, pool.table, pool.cost, budget=budget, batch=batch, stop=after_round)
     rows = tr["pool_row"].tolist()
-    last = max(rounds_before) if rounds_before else 0
-    rounds = rounds_before + [r + last for r in tr["round"].tolist()[len(start):]]
-    return rows, rounds, rec
+    if recs[-1]["n"] != len(rows):  # the budget ran out: the last round's recommendation
+        recs.append(bo_recommendation(pool, opt, rows))
+    return rows, tr["round"].tolist(), recs
+
+
+def target_row(pool: Pool, weights: dict[str, float]) -> int | None:
+    """The pool's target-level row of a mixture (None if the pool has no target run of it)."""
+    w = np.array([weights[d] for d in pool.table.domains])
+    hit = np.flatnonzero(pool.target_mask & (np.abs(pool.table.weights - w[None, :]).max(axis=1) < 1e-9))
+    return int(hit[0]) if len(hit) else None
+
+
+def bo_recommendation(pool: Pool, opt, rows: list[int]) -> dict:
+    """mfbo's `recommend_pool` over the pool's target-level mixtures after `rows` were revealed, as pool rows:
+    the posterior-mean best and the acquisition-based choice (MES; qLogNEI in single mode). None before the GP
+    can be fitted."""
+    out = {"n": len(rows), "cost": float(pool.cost[rows].sum()), "posterior_mean": None, "acquisition": None}
+    try:
+        r = opt.recommend_pool(RunTable(pool.table.df.iloc[rows], source="revealed"), pool.table)
+    except InputError:  # fewer than 2 usable runs (single-fidelity BO: at the target level)
+        return out
+    out["posterior_mean"] = target_row(pool, r.details["posterior_mean_best"]["weights"])
+    out["acquisition"] = target_row(pool, r.details["acquisition_best"]["weights"])
+    return out
+
+
+def recs_random(pool: Pool, rows: list[int]) -> list[dict]:
+    """Random search recommends the best target run it has trained, after each pick."""
+    y = pool.table.df[pool.objective].to_numpy(float)
+    out, best = [], None
+    for k, i in enumerate(rows):
+        if best is None or y[i] < y[best]:
+            best = i
+        out.append({"n": k + 1, "cost": float(pool.cost[rows[:k + 1]].sum()), "posterior_mean": best})
+    return out
+
+
+def recs_regmix(pool: Pool, rows: list[int]) -> list[dict]:
+    """RegMix recommends its LightGBM prediction's best target mixture (the first target row of its trace) as soon
+    as its cheapest-level runs are done; it fits on those runs only, so the recommendation stays."""
+    k = next(k for k, i in enumerate(rows) if pool.target_mask[i])
+    return [{"n": k, "cost": float(pool.cost[rows[:k]].sum()), "posterior_mean": rows[k]}]
 
 
 # ---------------------------------------------------------------------------------------------- measuring
@@ -190,14 +258,6 @@ def transform_probe(pool: Pool, seeds: list[int], n_target: int = 8) -> dict[str
     return out
 
 
-def true_target(pool: Pool, weights: dict[str, float]) -> float:
-    """The measured target-level objective of a pool mixture (NaN if the pool has no target run of it)."""
-    w = np.array([weights[d] for d in pool.table.domains])
-    W = pool.table.weights
-    hit = pool.target_mask & (np.abs(W - w[None, :]).max(axis=1) < 1e-9)
-    return float(pool.table.df[pool.objective].to_numpy(float)[hit][0]) if hit.any() else float("nan")
-
-
 def fmt(values: list[float | None], cap: float | None = None) -> str:
     v = np.array([cap if x is None else x for x in values], dtype=float)
     if np.isnan(v).all():
@@ -206,16 +266,20 @@ def fmt(values: list[float | None], cap: float | None = None) -> str:
     return f"{'≥' if censored else ''}{np.nanmean(v):.2f} ± {np.nanstd(v):.2f}"
 
 
-def run_methods(pool: Pool, seeds: list[int], batch: int, transforms: list[str]) -> dict[str, dict]:
+def run_methods(pool: Pool, seeds: list[int], batch: int, transforms: list[str], variants: dict[str, dict]
+                ) -> dict[str, dict]:
     methods: dict[str, dict] = {"random": {"rows": [trace_random(pool, s) for s in seeds]},
                                 "regmix": {"rows": [trace_regmix(pool, s) for s in seeds]}}
-    for label, mode, transform in [("sf_bo", "single", "sqrt"), ("mf_bo", "multi", "sqrt")] + [
-            (f"mf_bo[{t}]", "multi", t) for t in transforms]:
+    methods["random"]["recs"] = [recs_random(pool, r) for r in methods["random"]["rows"]]
+    methods["regmix"]["recs"] = [recs_regmix(pool, r) for r in methods["regmix"]["rows"]]
+    for label, mode, transform, extra in [("sf_bo", "single", "sqrt", {}), ("mf_bo", "multi", "sqrt", {})] + [
+            (f"mf_bo[{t}]", "multi", t, {}) for t in transforms] + [
+            (f"mf_bo[{name}]", "multi", "sqrt", v) for name, v in variants.items()]:
         out: dict[str, list] = {"rows": [], "rounds": [], "recs": [], "seconds": []}
         for s in seeds:
             t1 = time.time()
-            rec_at = pool.random_expected / 10 if label == "mf_bo" else None
-            r, rd, rec = run_bo(pool, s, mode, batch, transform, recommend_at=rec_at)
+            min_cost = pool.random_expected / 10 if label == "mf_bo" else 0.0  # for report_recommendation
+            r, rd, rec = run_bo(pool, s, mode, batch, transform, min_cost=min_cost, extra=extra)
             for k, v in zip(("rows", "rounds", "recs", "seconds"), (r, rd, rec, time.time() - t1), strict=True):
                 out[k].append(v)
         methods[label] = out
@@ -261,16 +325,87 @@ def report_curves(pool: Pool, methods: dict[str, dict], out: dict) -> None:
                                   for j, c in enumerate(pool.checkpoints)}
 
 
-def report_recommendation(pool: Pool, recs: list[dict]) -> dict:
+def report_recommendation(pool: Pool, recs: list[list[dict]]) -> dict:
+    """mf_bo's two recommendations once 1/10 of random search's expected cost is spent (end of that round)."""
     y = pool.table.df[pool.objective].to_numpy(float)
-    pm = [true_target(pool, r["posterior_mean_best"]["weights"]) for r in recs]
-    aq = [true_target(pool, r["acquisition_best"]["weights"]) for r in recs]
-    spent = [r["cost"] for r in recs]
+    at = [next(r for r in rs if r["cost"] >= pool.random_expected / 10 - 1e-9) for rs in recs]
+    pm = [float("nan") if r["posterior_mean"] is None else float(y[r["posterior_mean"]]) for r in at]
+    aq = [float("nan") if r["acquisition"] is None else float(y[r["acquisition"]]) for r in at]
+    spent = [r["cost"] for r in at]
     print(f"\nmf_bo recommend() after ≈{np.mean(spent):.1f} cost (1/10 of random's expectation), true target "
           f"{pool.objective}: posterior-mean best {np.nanmean(pm):.4f} ± {np.nanstd(pm):.4f}, acquisition-based "
           f"choice {np.nanmean(aq):.4f} ± {np.nanstd(aq):.4f} (pool best {y[pool.best_row]:.4f}, "
           f"target median {np.median(y[pool.target_mask]):.4f})")
     return {"cost": spent, "posterior_mean_best_true": pm, "acquisition_best_true": aq}
+
+
+def rec_reach(pool: Pool, recs: list[dict], key: str) -> tuple[float | None, float | None, float]:
+    """Cost after the first round whose `key` recommendation is the pool's best target mixture (None: not within
+    the run), the share of the run's later rounds in which it still is (None: no later round), and the cost at
+    which the run's recommendations end (the censoring point)."""
+    hit = [r[key] == pool.best_row for r in recs]
+    end = recs[-1]["cost"]
+    if not any(hit):
+        return None, None, end
+    k = hit.index(True)
+    return recs[k]["cost"], (float(np.mean(hit[k + 1:])) if k + 1 < len(hit) else None), end
+
+
+def regret_at(pool: Pool, recs: list[dict], key: str, checkpoints: list[float]) -> list[float]:
+    """Simple regret (true target objective of the recommendation − the pool's best) of the last recommendation
+    made within each cost checkpoint; NaN: none yet. After a run stops the last one is carried forward."""
+    y = pool.table.df[pool.objective].to_numpy(float)
+    out = []
+    for c in checkpoints:
+        done = [r for r in recs if r["cost"] <= c + 1e-9 and r[key] is not None]
+        out.append(float(y[done[-1][key]] - y[pool.best_row]) if done else float("nan"))
+    return out
+
+
+def report_recommend(pool: Pool, methods: dict[str, dict], n_seeds: int, out: dict) -> None:
+    """ADMIRE's measure (METHODS.md §2f): the recommendation after every round, against cumulative cost."""
+    cap = pool.random_expected
+    rows = []
+    for m, v in methods.items():
+        keys = ["posterior_mean"] + (["acquisition"] if "rounds" in v else [])
+        for key in keys:
+            acq = "qLogNEI" if m == "sf_bo" else "MES"
+            label = {"random": "best trained", "regmix": "LightGBM best"}.get(
+                m, "post. mean" if key == "posterior_mean" else acq)
+            rows.append((m, key, label))
+    print(f"\nrecommendation = the pool's best target mixture (ADMIRE's protocol): cost after the round in which it "
+          f"first is (mean ± sd over {n_seeds} seeds; ≥: a lower bound, some seed's run ended first and counts at "
+          "its end — BO: best picked and 2× that cost spent; RegMix: E[random]), share of the later rounds of the "
+          "run in which it still is, and the regret of the last recommendation")
+    print(f"{'method':<14}{'recommends':<15}{'cost to best':>18}{'reached':>9}{'÷ E[random]':>13}{'stays':>8}"
+          f"{'final regret':>15}")
+    for m, key, label in rows:
+        reach = [rec_reach(pool, rs, key) for rs in methods[m]["recs"]]
+        c = [x for x, _, _ in reach]
+        stay = [s for _, s, _ in reach if s is not None]
+        # not reached within the run: its end is a lower bound (RegMix and random: random's expected cost)
+        ends = [cap if m in ("random", "regmix") else e for _, _, e in reach]
+        vals = np.array([e if x is None else x for x, e in zip(c, ends, strict=True)], dtype=float)
+        final = [regret_at(pool, rs, key, [np.inf])[0] for rs in methods[m]["recs"]]
+        curves = np.array([regret_at(pool, rs, key, pool.checkpoints) for rs in methods[m]["recs"]])
+        cell = f"{'≥' if None in c else ''}{vals.mean():.2f} ± {vals.std():.2f}"
+        print(f"{m:<14}{label:<15}{cell:>18}{f'{sum(x is not None for x in c)}/{len(c)}':>9}"
+              f"{vals.mean() / cap:>13.3f}{f'{np.mean(stay):.2f}' if stay else '—':>8}"
+              f"{np.nanmean(final):>15.4f}")
+        out[m].setdefault("recommend", {})[key] = {
+            "label": label, "cost_to_best": [None if x is None else round(x, 4) for x in c],
+            "cost_to_best_mean": float(vals.mean()), "reached": sum(x is not None for x in c),
+            "censored_at": [round(e, 4) for x, e in zip(c, ends, strict=True) if x is None],
+            "ratio_vs_expected_random": float(vals.mean() / cap), "stays": stay, "final_regret": final,
+            "regret_by_cost": {f"{cp:g}": [None if np.isnan(x) else float(x) for x in curves[:, j]]
+                               for j, cp in enumerate(pool.checkpoints)}}
+    print(f"\nsimple regret of the recommendation by cumulative cost ({pool.objective}; mean ± sd; — = no "
+          "recommendation yet in some seed; a stopped run's last recommendation is carried forward)")
+    print(f"{'method':<14}{'recommends':<15}" + "".join(f"{f'≤{c:g}':>16}" for c in pool.checkpoints))
+    for m, key, label in rows:
+        curves = np.array([regret_at(pool, rs, key, pool.checkpoints) for rs in methods[m]["recs"]])
+        cells = ["—" if np.isnan(col).any() else f"{col.mean():.4f} ± {col.std():.4f}" for col in curves.T]
+        print(f"{m:<14}{label:<15}" + "".join(f"{c:>16}" for c in cells))
 
 
 def main() -> None:
@@ -282,12 +417,15 @@ def main() -> None:
     ap.add_argument("--datasets", default="regmix,admire_ift")
     ap.add_argument("--transforms", default=None, help="other GP transforms to run in the full MF loop "
                     "(default: none, i.e. raw weights; --quick: no extra loop)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                    help='an mfbo variant to run as mf_bo[NAME], e.g. kg=\'{"acquisition": "kg"}\' (repeatable)')
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     seeds = list(range(2 if args.quick else args.seeds))
+    variants = {v.split("=", 1)[0]: json.loads(v.split("=", 1)[1]) for v in args.variant}
     loaders = {"regmix": load_regmix, "admire_ift": load_admire}
     result: dict = {"seeds": len(seeds), "batch": args.batch, "datasets": {}}
     t_all = time.time()
@@ -299,13 +437,18 @@ def main() -> None:
               f"level costs {[round(c, 4) for c in pool.level_cost]} (target = 1); best target run "
               f"{pool.table.run_ids()[pool.best_row]} ({pool.objective} = {y[pool.best_row]:.5g}); batch {args.batch}")
         extra = args.transforms if args.transforms is not None else ("" if args.quick else "none")
-        methods = run_methods(pool, seeds, args.batch, [t for t in extra.split(",") if t])
+        methods = run_methods(pool, seeds, args.batch, [t for t in extra.split(",") if t], variants)
         res = report_costs(pool, methods, len(seeds))
         report_curves(pool, methods, res)
+        report_recommend(pool, methods, len(seeds), res)
         ds: dict = {"pool_runs": len(pool.table), "target_runs": int(pool.target_mask.sum()),
                     "level_costs": pool.level_cost, "random_expected_cost": pool.random_expected, "methods": res,
                     "cost_ratio_vs_random": res["mf_bo"]["ratio_vs_expected_random"],
-                    "cost_ratio_vs_random_same_seeds": res["mf_bo"]["ratio_vs_random_same_seeds"]}
+                    "cost_ratio_vs_random_same_seeds": res["mf_bo"]["ratio_vs_random_same_seeds"],
+                    "cost_ratio_vs_random_recommend":
+                        res["mf_bo"]["recommend"]["posterior_mean"]["ratio_vs_expected_random"],
+                    "cost_ratio_vs_random_recommend_acquisition":
+                        res["mf_bo"]["recommend"]["acquisition"]["ratio_vs_expected_random"]}
         ds["recommendation"] = report_recommendation(pool, methods["mf_bo"]["recs"])
         if not args.quick:
             probe = transform_probe(pool, seeds[:3])
