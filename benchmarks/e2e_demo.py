@@ -1,6 +1,6 @@
 """Proof of value: do recommended mixtures train a better *larger* model than the baselines? Measured end to end.
 
-    python benchmarks/e2e_demo.py            # full mode: hours on a 2-core CPU (see README for the table it made)
+    python benchmarks/e2e_demo.py            # full mode: about an hour on a 2-core CPU (README has its table)
     python benchmarks/e2e_demo.py --quick    # < 20 minutes here: fewer runs and seeds, a smaller target
     python benchmarks/e2e_demo.py --json     # also print one JSON object at the end
 
@@ -11,8 +11,9 @@
    domain with --objective loss_<domain>).
 2. A target model ≥ 8× the proxies' parameters, trained for ≥ 4× their tokens, on each recommended mixture and on
    the baselines `uniform`, `natural` (token-proportional) and the best mixture seen among all proxy runs, with
-   several seeds. Mixtures of one seed train together as one batched model (same initialisation and the same data
-   seed for every mixture: common random numbers make the paired comparisons sharper).
+   several seeds. Every mixture of one seed gets the same initialisation and data seed (common random numbers make
+   the paired comparisons sharper); on a GPU they train as one batched model, on a CPU spread over one-thread Ray
+   tasks (`--workers`), which changes no number.
 3. The second question: train the target on 8 of the regmix job's proxy mixtures spanning its measured range and
    report Spearman's ρ between proxy and target objective.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -100,7 +102,7 @@ def settings(mode: str) -> dict[str, Any]:
     target = dict(name="e2e-target", n_layer=5, n_head=4, d_model=128, seq_len=128, batch_size=16, lr=2e-3,
                   warmup_frac=0.05, eval_windows=32)
     if mode == "full":
-        return dict(proxy=dict(proxy, tokens=500_000), target=dict(target, tokens=2_000_000), runs=24,
+        return dict(proxy=dict(proxy, tokens=250_000), target=dict(target, tokens=1_000_000), runs=24,
                     parallelism=4, seeds=3, rank_mixtures=8, n_candidates=100_000)
     if mode == "quick":
         return dict(proxy=dict(proxy, n_layer=1, d_model=48, tokens=150_000),
@@ -148,23 +150,76 @@ def objective_of(losses: dict[str, float], objective: dict) -> float:
     return float(np.mean([losses[m.removeprefix("loss_")] for m in metrics]))
 
 
-def train_targets(mixtures: dict[str, dict[str, float]], cfg: dict, seeds: list[int], data, objective: dict,
-                  log) -> dict[str, list[float]]:
+if __name__ != "__main__":  # imported by file path (the test): Ray workers cannot import it by name
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _target_task(spec: dict, mixtures: list[dict[str, float]], seed: int, train, val, vocab: int,
+                 threads: int) -> list[dict]:
+    """Train target models on some mixtures of one seed (a batched model: the same initialisation and data
+    order for each mixture); returns [{status, losses}]."""
     from mixopt.proxies import train_proxies
     from mixopt.spec import ProxySpec
 
-    spec = ProxySpec.model_validate(cfg["target"])
+    res = train_proxies(ProxySpec.model_validate(spec), mixtures, [seed] * len(mixtures), train, val, vocab,
+                        threads=threads)
+    return [{"status": r.status, "losses": r.losses} for r in res]
+
+
+def train_targets(jobs: list[tuple[dict[str, dict[str, float]], int]], cfg: dict, data, objective: dict, log,
+                  workers: int) -> list[dict[str, float]]:
+    """Target objective per (mixtures, seed) job, in order.
+
+    Splitting a seed's mixtures over tasks changes no number (batched equals separate runs), so on a CPU the
+    (mixture, seed) pairs are spread over `workers` one-thread Ray tasks of up to 3 mixtures: a target step of a
+    1M-parameter model keeps about one core busy, whatever the threads. With one worker (a GPU) each job is one
+    batched model in this process."""
     train, val = data.load("train", mmap=False), data.load("val", mmap=False)
-    names = list(mixtures)
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for s in seeds:
-        t0 = time.perf_counter()
-        results = train_proxies(spec, [mixtures[n] for n in names], [s] * len(names), train, val, data.vocab_size,
-                                threads=2)
-        for n, r in zip(names, results, strict=True):
-            out[n].append(objective_of(r.losses, objective) if r.status == "ok" else float("nan"))
-        log(f"  target seed {s}: {len(names)} mixtures in {time.perf_counter() - t0:.0f} s")
+    units = [(j, name, seed) for j, (mixes, seed) in enumerate(jobs) for name in mixes]
+    out: list[dict[str, float]] = [{} for _ in jobs]
+    t0 = time.perf_counter()
+
+    def record(group: list[tuple[int, str, int]], results: list[dict]) -> None:
+        for (j, name, _), r in zip(group, results, strict=True):
+            out[j][name] = objective_of(r["losses"], objective) if r["status"] == "ok" else float("nan")
+        done = sum(len(o) for o in out)
+        log(f"  target runs {done}/{len(units)} done ({time.perf_counter() - t0:.0f} s)")
+
+    per = 3 if workers > 1 else max(len(m) for m, _ in jobs)
+    groups = []
+    for j, (mixes, seed) in enumerate(jobs):
+        names = list(mixes)
+        groups += [[(j, n, seed) for n in names[i:i + per]] for i in range(0, len(names), per)]
+    if workers <= 1:
+        for g in groups:
+            record(g, _target_task(cfg["target"], [jobs[j][0][n] for j, n, _ in g], g[0][2], train, val,
+                                   data.vocab_size, threads=os.cpu_count() or 1))
+        return out
+    import ray
+
+    from mixopt.search import cluster
+
+    started = cluster.connect()
+    try:
+        task = ray.remote(num_cpus=1)(_target_task)
+        t_ref, v_ref = ray.put(train), ray.put(val)
+        pending = {task.remote(cfg["target"], [jobs[j][0][n] for j, n, _ in g], g[0][2], t_ref, v_ref,
+                               data.vocab_size, 1): g for g in groups}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            record(pending.pop(ready[0]), ray.get(ready[0]))
+    finally:
+        if started:
+            cluster.shutdown()
     return out
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def paired_gap(a: list[float], b: list[float]) -> tuple[float, float, bool]:
@@ -209,6 +264,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--plot", type=Path, default=None, help="save the plot (PNG) here too (also: --from-json)")
     ap.add_argument("--from-json", type=Path, default=None, help="only redraw --plot from an earlier --out file")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=None, help="parallel target trainings (default: 1 on a GPU, "
+                    "else one per CPU core)")
     args = ap.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
@@ -269,25 +326,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             best_val, best_seen = float(y[i]), dict(zip(usable.domains, usable.weights[i].tolist(), strict=True))
     mixtures["best proxy run"] = best_seen
     seeds = [1000 + i for i in range(cfg["seeds"])]
-    con.print(f"[bold]target runs[/]: {len(mixtures)} mixtures × {len(seeds)} seeds")
-    t0 = time.perf_counter()
-    target = train_targets(mixtures, cfg, seeds, data, objective, con.print)
-    target_seconds = time.perf_counter() - t0
-
-    # Second question: does the proxies' ranking hold at the target size?
-    rank = {}
+    jobs = [(mixtures, s) for s in seeds]
+    # Second question: does the proxies' ranking hold at the target size? (Trained alongside, one seed.)
+    picked: dict[str, dict[str, float]] = {}
     if "regmix" in searches:
         usable, y = searches["regmix"]["table"].usable(obj_spec)
         order = np.argsort(y)
         pick = order[np.unique(np.linspace(0, len(order) - 1, cfg["rank_mixtures"]).round().astype(int))]
         picked = {f"run{int(i)}": dict(zip(usable.domains, usable.weights[i].tolist(), strict=True))
                   for i in pick}
-        con.print(f"[bold]ranking check[/]: {len(picked)} proxy mixtures at the target size")
-        tr = train_targets(picked, cfg, seeds[:1], data, objective, con.print)
+        jobs.append((picked, seeds[0]))
+    workers = args.workers or (1 if torch_cuda() else os.cpu_count() or 1)
+    con.print(f"[bold]target runs[/]: {len(mixtures)} mixtures × {len(seeds)} seeds + {len(picked)} proxy mixtures "
+              f"for the ranking check; {workers} worker(s)")
+    t0 = time.perf_counter()
+    trained = train_targets(jobs, cfg, data, objective, con.print, workers)
+    target = {n: [trained[i][n] for i in range(len(seeds))] for n in mixtures}
+    target_seconds = time.perf_counter() - t0
+    rank = {}
+    if picked:
         from scipy.stats import spearmanr
 
         proxy_y = [float(y[i]) for i in pick]
-        target_y = [tr[k][0] for k in picked]
+        target_y = [trained[-1][k] for k in picked]
         rho = float(spearmanr(proxy_y, target_y).statistic)
         rank = {"spearman_rho": rho, "proxy": proxy_y, "target": target_y}
 
