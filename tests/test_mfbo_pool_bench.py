@@ -70,3 +70,18 @@ def test_reach_stay_and_regret_from_a_recommendation_trace(bench):
     # Random search recommends the best target run it has trained: it reaches the best exactly when it picks it.
     order = bench.trace_random(pool, 0)
     assert bench.rec_reach(pool, bench.recs_random(pool, order), "posterior_mean")[0] == bench.reach_cost(pool, order)
+
+
+def test_oracle_bound_is_the_best_target_mixtures_position_in_the_cheap_order(bench):
+    pool = small_pool(bench)
+    # The cheap level is a monotone transform of the target loss here, so it ranks the best target mixture first.
+    bound = bench.oracle_bound(pool)
+    assert bound["position_by_level"] == {"1e+06": 1} and bound["cost"] == 1.0
+    assert bound["ratio_vs_expected_random"] == pytest.approx(1 / 5.5)
+    # Reverse the cheap level's order: the best target mixture comes last.
+    df = pool.table.df.copy()
+    cheap = df["fid_params"] == 1e6
+    df.loc[cheap, "loss_x"] = -df.loc[cheap, "loss_x"]
+    flipped = bench.Pool("toy", RunTable(df), "loss_x", pool.cost, pool.level_cost, pool.target_mask, pool.low_mask,
+                         10, [1])
+    assert bench.oracle_bound(flipped)["cost"] == 10.0
