@@ -8,16 +8,18 @@
    losses, and the full nested pipeline (size law → mixing law). The column "410M from 70M–305M" runs the same
    methods one size down, on every mixture (a check that does not look at the 1B runs), and the correlation
    across sizes of each checkpoint's deviation from its run's step law (why measured checkpoints are used).
-3. D-CPT and CMR on data generated from the laws with noise (the cpt-demo proxies are not built yet): in-sample
-   R² and Huber, the error of predicting a held-out (larger) D and N, usage 1's ratio, and CMR recovery.
+3. D-CPT and CMR on data generated from the laws with noise: in-sample R² and Huber, the error of predicting a
+   held-out (larger) D and N, usage 1's ratio, and CMR recovery. On real continual-pretraining proxies (the
+   cpt-demo recipe): `--cpt-job DIR` adds them here; benchmarks/laws_cpt.py prints their tables.
 
-    python benchmarks/laws_mixinglaws.py [--data DIR] [--json]
+    python benchmarks/laws_mixinglaws.py [--data DIR] [--cpt-job DIR] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -242,6 +244,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with 5mix.csv, redpajama.csv, "
                     "pile_valid_weights.csv")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--cpt-job", type=Path, default=None, help="also fit D-CPT and CMR on a finished cpt-demo job "
+                    "(search/cpt-demo.yaml; benchmarks/laws_cpt.py runs it and prints the full tables)")
     args = ap.parse_args()
     t_start = time.perf_counter()
     shares = pd.read_csv(args.data / "pile_valid_weights.csv").set_index("valid_domain")["weight"]
@@ -255,6 +259,14 @@ def main() -> None:
     result["mae_1b_aggregate"] = {n: result["size"][n]["1B"][chosen]["mae"] for n in DATASETS}
     result["method_1b"] = chosen
     result["synthetic"] = {"dcpt": synthetic_dcpt(), "cmr": synthetic_cmr()}
+    if args.cpt_job is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import laws_cpt
+
+        from mixopt.search.store import JobStore
+
+        pts = laws_cpt.points(JobStore(args.cpt_job).run_table())
+        result["cpt_demo"] = {"dcpt": laws_cpt.dcpt_section(pts, 0), "cmr": laws_cpt.cmr_section(pts, 0)}
     result["seconds"] = time.perf_counter() - t_start
     if args.json:
         print(json.dumps(result))
@@ -315,6 +327,14 @@ def report(result: dict) -> None:
           f"MAE over 10 budgets {c['cmr_curve_mae']:.4f}")
     print(f"CMR scaling law R² {c['scaling_r2']:.4f}; extrapolated to 4e10 tokens: "
           f"{c['cmr_4e10_extrapolated']['fitted']:.4f} (true {c['cmr_4e10_extrapolated']['true']:.4f})")
+    if "cpt_demo" in result:
+        d, c = result["cpt_demo"]["dcpt"], result["cpt_demo"]["cmr"]
+        print(f"\n### D-CPT and CMR on the cpt-demo job ({d['n_points']} checkpoints of {d['n_runs']} runs)\n")
+        for k in ("general", "domain"):
+            held = ", ".join(f"{f} {v[k]['law']['r2']:.4f}" for f, v in d["held_out"].items())
+            print(f"D-CPT {k}: R² in-sample {d['in_sample'][k]['r2']:.4f}; held out: {held}")
+        print("CMR (ε = 0.05) per size: " + ", ".join(
+            f"{int(float(n)):,}: {'none' if v['cmr'] is None else round(v['cmr'], 3)}" for n, v in c.items()))
     print(f"\nmae_1b_aggregate: {json.dumps(result['mae_1b_aggregate'])}; total {result['seconds']:.0f} s")
 
 
