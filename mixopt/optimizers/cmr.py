@@ -92,7 +92,7 @@ class CMR(TwoDomainOptimizer):
             size = s.params or float(np.nanmax(N))
             keep = np.isclose(N, size, rtol=1e-6) | ~np.isfinite(N)
             if not keep.all():
-                notes.append(f"CMR fitted at {size:.3g} parameters; {int((~keep).sum())} run(s) of other sizes "
+                notes.append(f"CMR fitted at {size:.3g} parameters; {int((~keep).sum())} point(s) of other sizes "
                              "ignored (CMR does not transfer across sizes)")
             ok, T = ok.select(keep), T[keep]
         base_g, base_d, base_src = self._base(pair, ok, T)
