@@ -212,6 +212,16 @@ def test_continual_pretraining_starts_every_run_from_one_cached_base(prepared, t
     assert len(list((tmp_path / "bases").glob("*.pt"))) == 2 and c.curve[0]["losses"] != a.curve[0]["losses"]
 
 
+def test_moe_proxies_continue_from_a_base_too(prepared, tmp_path):
+    train, val = prepared.load("train"), prepared.load("val")
+    base = {"weights": {"python": 1.0}, "tokens": 8 * 64 * 10, "cache_dir": str(tmp_path)}
+    spec = ProxySpec(**MOE, tokens=8 * 64 * 4, eval_every=2, base=base)
+    res = train_proxies(spec, [{"python": 1.0}, {"prose": 1.0}, {"python": 0.5, "prose": 0.5}], [1, 2, 3], train, val,
+                        prepared.vocab_size)
+    assert [r.status for r in res] == ["ok"] * 3 and res[0].curve[0]["losses"] == res[2].curve[0]["losses"]
+    assert res[1].losses["prose"] < res[0].losses["prose"]
+
+
 # ------------------------------------------------------------------------------------- external commands
 
 SCRIPT = """
