@@ -164,17 +164,17 @@ def recommendations(job: Path) -> dict:
     spec, table = st.spec, st.run_table()
     out = {}
     s = spec.optimizer.settings
-    for name, extra in (("dcpt usage 1 (general loss within 3 %)", {}),
-                        ("dcpt usage 2 (legal tokens used once)", {"usage": "limited_data"}),
-                        ("cmr (ΔL_gen ≤ 0.05 at the target's tokens)", None)):
-        settings = {**s, **extra} if extra is not None else {"general": GENERAL, "domain": DOMAIN}
-        opt = get_optimizer("cmr" if extra is None else "dcpt", seed=spec.seed, objective=spec.objective, **settings)
+    asks = (("dcpt usage 1 (general loss within 3 %)", "dcpt", s),
+            ("dcpt usage 2 (legal tokens used once)", "dcpt", {**s, "usage": "limited_data"}),
+            ("cmr (ΔL_gen ≤ 0.05 at the target's tokens)", "cmr", {"general": GENERAL, "domain": DOMAIN}))
+    for label, name, settings in asks:
+        opt = get_optimizer(name, seed=spec.seed, objective=spec.objective, **settings)
         try:
             rec = opt.recommend(table, spec.target)
-            out[name] = {"legal_share": rec.weights[DOMAIN], "predicted_legal_loss": rec.predicted,
-                         "notes": rec.notes[-2:]}
+            out[label] = {"legal_share": rec.weights[DOMAIN], "predicted_legal_loss": rec.predicted,
+                          "notes": rec.notes[-2:]}
         except Exception as e:  # a usage that cannot answer here is reported, not hidden
-            out[name] = {"error": f"{type(e).__name__}: {e}"}
+            out[label] = {"error": f"{type(e).__name__}: {e}"}
     return out
 
 

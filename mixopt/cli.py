@@ -372,6 +372,8 @@ def recommend(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
     Writes recommendation.json when using the job's optimizer as the job specifies it. With --format and no --out,
     stdout holds only the export and the explanation (re-balancing, epochs, effective tokens) goes to stderr.
     """
+    import yaml
+
     from mixopt.export import FORMATS, export
     from mixopt.optimizers import get_optimizer, list_optimizers
     from mixopt.search.store import JobStore
@@ -388,8 +390,6 @@ def recommend(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
         raise InputError("--optimizer", f"unknown optimizer {optimizer!r}",
                          f"choose one of {', '.join(list_optimizers())}")
     name = optimizer or spec.optimizer.name
-    import yaml
-
     settings = spec.optimizer.settings if name == spec.optimizer.name else {}
     settings |= {k: yaml.safe_load(v) for k, v in _pairs(setting or [], "--set", "--set epsilon=0.05").items()}
     try:

@@ -24,9 +24,9 @@ import torch
 from mixopt.proxies.model import ProxyLM
 from mixopt.spec import ProxySpec
 
-# Settings that do not change the base's weights (run length, evaluation, placement, batching across proxies).
-_NOT_IN_KEY = {"name", "tokens", "eval_every", "eval_windows", "device", "compile", "chunk_tokens",
-               "proxies_per_task", "num_cpus", "num_gpus", "timeout_s", "command", "base", "warmup_frac"}
+# Settings that do not change a run's weights (evaluation, placement, batching across proxies).
+_NOT_IN_KEY = {"name", "eval_every", "eval_windows", "device", "compile", "chunk_tokens", "proxies_per_task",
+               "num_cpus", "num_gpus", "timeout_s", "command"}
 
 
 def cache_dir(spec: ProxySpec) -> Path:
@@ -37,15 +37,24 @@ def cache_dir(spec: ProxySpec) -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "mixopt") / "bases"
 
 
-def base_key(spec: ProxySpec, train: dict[str, np.ndarray], vocab_size: int) -> str:
-    """A hash of everything that determines the base's weights."""
+def base_run(spec: ProxySpec) -> ProxySpec:
+    """The base's own training run: the proxy's settings for base.tokens, with the base's lr and schedule when
+    given, and a 10 % warmup (the proxy's warmup_frac is the continued run's re-warming)."""
     assert spec.base is not None
-    arch = {k: v for k, v in spec.model_dump().items() if k not in _NOT_IN_KEY}
-    base = spec.base.model_dump(exclude={"cache_dir"})
+    return spec.model_copy(update={"base": None, "tokens": spec.base.tokens, "eval_every": None, "warmup_frac": 0.1,
+                                   "lr": spec.base.lr or spec.lr,
+                                   "lr_schedule": spec.base.lr_schedule or spec.lr_schedule})
+
+
+def base_key(spec: ProxySpec, train: dict[str, np.ndarray], vocab_size: int) -> str:
+    """A hash of everything that determines the base's weights: its run, mixture, seed, and the data."""
+    assert spec.base is not None
+    run = {k: v for k, v in base_run(spec).model_dump().items() if k not in _NOT_IN_KEY}
+    base = spec.base.model_dump(include={"weights", "seed"})
     data = {d: [int(len(train[d])), hashlib.sha1(np.ascontiguousarray(train[d][:4096]).tobytes()).hexdigest(),
                 hashlib.sha1(np.ascontiguousarray(train[d][-4096:]).tobytes()).hexdigest()]
             for d in sorted(spec.base.weights) if d in train}
-    blob = json.dumps({"arch": arch, "base": base, "vocab": vocab_size, "data": data}, sort_keys=True)
+    blob = json.dumps({"run": run, "base": base, "vocab": vocab_size, "data": data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -75,11 +84,7 @@ def base_state(spec: ProxySpec, train: dict[str, np.ndarray], val: dict[str, np.
 
         total = sum(spec.base.weights.values())
         weights = {d: w / total for d, w in spec.base.weights.items()}
-        # The base's own run: the proxy's optimiser settings (or the base's lr / schedule) for base.tokens from
-        # base.seed's initialisation (warmup_frac is the CPT run's re-warming; the base keeps a 10 % warmup).
-        plain = spec.model_copy(update={"base": None, "tokens": spec.base.tokens, "eval_every": None,
-                                        "warmup_frac": 0.1, "lr": spec.base.lr or spec.lr,
-                                        "lr_schedule": spec.base.lr_schedule or spec.lr_schedule})
+        plain = base_run(spec)
         model = ProxyLM(plain, vocab_size, seeds=[spec.base.seed])
         (res,) = train_model(model, plain, [weights], [spec.base.seed], train, val, vocab_size)
         if res.status != "ok":
