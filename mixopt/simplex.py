@@ -91,3 +91,23 @@ def _dedup(W: np.ndarray) -> np.ndarray:
 def repetition_caps(token_counts: np.ndarray, target_tokens: float, max_epochs: float) -> np.ndarray:
     """Largest weight per domain such that a target run of `target_tokens` repeats it ≤ `max_epochs` times."""
     return np.minimum(1.0, max_epochs * np.asarray(token_counts, dtype=float) / float(target_tokens))
+
+
+def kl_to_prior(W: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """KL(w ‖ prior) in nats for each row of W (0·log 0 = 0).
+
+    The regulariser of every surrogate optimum: mixtures far from the prior are where a surrogate fitted on few
+    small runs is least trustworthy and where seed noise is largest, so their predicted gains are discounted.
+    A prior share of 0 is floored at 1e-12, which makes any weight there very expensive rather than infinite.
+    """
+    W = np.atleast_2d(np.asarray(W, dtype=float))
+    q = np.maximum(np.asarray(prior, dtype=float), 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(W > 0, W * (np.log(np.maximum(W, 1e-300)) - np.log(q)[None, :]), 0.0)
+    return terms.sum(axis=1)
+
+
+def distance_to_prior(w: np.ndarray, prior: np.ndarray) -> dict[str, float]:
+    """How far a recommendation moved from the prior: KL(w ‖ prior) and the L1 distance (0–2)."""
+    w, q = np.asarray(w, dtype=float), np.asarray(prior, dtype=float)
+    return {"kl": float(kl_to_prior(w, q)[0]), "l1": float(np.abs(w - q).sum())}

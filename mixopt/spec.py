@@ -280,6 +280,11 @@ class ProxySpec(_Strict):
     seq_len: int = Field(default=128, ge=8)
     batch_size: int = Field(default=16, ge=1)
     tokens: int = Field(default=300_000, gt=0, description="training tokens per proxy run (the fidelity)")
+    tokens_per_param: float | None = Field(
+        default=None, gt=0, description="budget as tokens per (total) parameter instead of `tokens`: tokens = "
+        "tokens_per_param × parameters at the dataset's vocabulary (`vocab_size` until the data is known)")
+    vocab_size: int = Field(default=257, ge=2, description="vocabulary the parameter count of tokens_per_param "
+                            "assumes; the driver sets it to the prepared dataset's")
     # --- mixture of experts (kind: moe)
     n_experts: int = Field(default=8, ge=2, description="routed experts per MoE layer")
     top_k: int = Field(default=2, ge=1, description="experts each token is routed to")
@@ -319,6 +324,15 @@ class ProxySpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ProxySpec:
+        if self.tokens_per_param is not None:
+            if self.kind == "command":
+                raise ValueError("tokens_per_param needs mixopt's own proxy (its size is unknown for kind: command); "
+                                 "give `tokens`")
+            tokens = max(1, round(self.tokens_per_param * self.param_count(self.vocab_size)))
+            if "tokens" in self.model_fields_set and self.tokens != tokens:  # a saved spec carries both, equal
+                raise ValueError(f"give `tokens` or `tokens_per_param`, not both (tokens_per_param "
+                                 f"{self.tokens_per_param:g} means {tokens:,} tokens for this model)")
+            object.__setattr__(self, "tokens", tokens)  # frozen model: the derived budget is set once, here
         if self.kind == "command":
             if self.base is not None:
                 raise ValueError("`base` (continual pretraining) is for mixopt's own proxies; an external "
@@ -341,6 +355,22 @@ class ProxySpec(_Strict):
     @property
     def steps(self) -> int:
         return self.tokens // (self.batch_size * self.seq_len)
+
+    def param_count(self, vocab_size: int) -> int:
+        """Total parameters (embedding tied with the output head), from the architecture alone."""
+        d, L = self.d_model, self.n_layer
+        if self.kind == "moe":
+            layer = 4 * d * d + 2 * d + d * self.n_experts + (self.n_experts + self.n_shared_experts) * 3 * d * \
+                self.expert_hidden
+        else:
+            layer = 4 * d * d + 2 * d + 3 * d * self.ffn_hidden
+        return vocab_size * d + L * layer + d
+
+    def for_vocab(self, vocab_size: int) -> ProxySpec:
+        """This proxy for a dataset's vocabulary: a `tokens_per_param` budget is recomputed at that size."""
+        if self.tokens_per_param is None or vocab_size == self.vocab_size:
+            return self
+        return ProxySpec.model_validate({**self.model_dump(exclude={"tokens"}), "vocab_size": vocab_size})
 
     @property
     def ffn_hidden(self) -> int:

@@ -185,8 +185,11 @@ def loo_linear(R: np.ndarray, L: np.ndarray) -> np.ndarray:
 
 
 def optimise_mixture(law: MixingLaw, caps: np.ndarray | None = None, lower: np.ndarray | None = None,
-                     start: np.ndarray | None = None) -> np.ndarray:
-    """argmin of the aggregate law over the simplex with 0 ≤ lower ≤ r ≤ caps (a convex problem)."""
+                     start: np.ndarray | None = None, kl_lambda: float = 0.0, prior: np.ndarray | None = None
+                     ) -> np.ndarray:
+    """argmin of the aggregate law + kl_lambda·KL(r ‖ prior) over the simplex with 0 ≤ lower ≤ r ≤ caps.
+
+    Both terms are convex in r, so the problem stays convex; kl_lambda = 0 is the law's own optimum."""
     K = law.t.shape[1]
     hi = np.ones(K) if caps is None else np.clip(np.asarray(caps, dtype=float), 0, 1)
     lo = np.zeros(K) if lower is None else np.clip(np.asarray(lower, dtype=float), 0, 1)
@@ -196,9 +199,16 @@ def optimise_mixture(law: MixingLaw, caps: np.ndarray | None = None, lower: np.n
     s = np.full(len(law.c), 1 / len(law.c)) if law.shares is None else law.shares
     a = s * law.k
 
+    q = np.maximum(np.full(K, 1 / K) if prior is None else np.asarray(prior, dtype=float), 1e-12)
+
     def f(r: np.ndarray) -> tuple[float, np.ndarray]:
         e = np.exp(np.clip(law.t @ r, -T_CLIP, T_CLIP)) * a
-        return float(e.sum()), law.t.T @ e
+        val, grad = float(e.sum()), law.t.T @ e
+        if kl_lambda > 0:
+            rr = np.maximum(r, 1e-12)
+            val += kl_lambda * float(np.sum(rr * np.log(rr / q)))
+            grad = grad + kl_lambda * (np.log(rr / q) + 1)
+        return val, grad
 
     x0 = np.clip(np.full(K, 1 / K) if start is None else np.asarray(start, dtype=float), lo, hi)
     x0 = _feasible(x0, lo, hi)

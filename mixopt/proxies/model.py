@@ -65,6 +65,7 @@ def model_size(spec: ProxySpec, vocab_size: int) -> ModelSize:
     else:
         per_layer_total = per_layer_active = attn + norms + 3 * d * spec.ffn_hidden
     total = emb + L * per_layer_total + d
+    assert total == spec.param_count(V)  # the spec's own count (tokens_per_param budgets) must agree
     active = emb + L * per_layer_active + d
     matmul_weights = active - L * norms - d  # norms are elementwise; the embedding counts once, as the head
     flops = 6.0 * matmul_weights + 12.0 * L * spec.seq_len * d

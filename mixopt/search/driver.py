@@ -105,7 +105,7 @@ def resolve_fidelity(spec: SearchSpec, fidelity: dict[str, Any] | None, vocab_si
     nonembedding_params — what size laws want —, tokens, flops) becomes the `fid_*` columns of the run table,
     so optimizers see what was actually trained.
     """
-    proxies = spec.proxies
+    proxies = [p.for_vocab(vocab_size) for p in spec.proxies]
     fid = dict(fidelity or {})
     unknown = sorted(set(fid) - {"level", "proxy", "params", "tokens", "active_params", "nonembedding_params",
                                  "flops"})
@@ -127,7 +127,7 @@ def resolve_fidelity(spec: SearchSpec, fidelity: dict[str, Any] | None, vocab_si
         level = min(range(len(proxies)), key=lambda i: abs(math.log(max(sizes[i], 1)) - want))
     proxy = proxies[level]
     if "tokens" in fid and int(fid["tokens"]) != proxy.tokens:
-        proxy = proxy.model_copy(update={"tokens": int(fid["tokens"])})
+        proxy = proxy.model_copy(update={"tokens": int(fid["tokens"]), "tokens_per_param": None})
         ProxySpec.model_validate(proxy.model_dump())  # budgets below one batch are refused here
     record: dict[str, float] = {"level": level, "tokens": proxy.tokens}
     if proxy.kind != "command":
