@@ -8,17 +8,18 @@ pre-ranking where the predictor has one), and average the k best. That part live
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mixopt.errors import InputError
 from mixopt.optimizers.base import OptimizerBase, Recommendation, mixture_dict
 from mixopt.optimizers.random_search import history_prior
 from mixopt.predictors import make_predictor
+from mixopt.predictors.per_domain import PerDomainPredictor
 from mixopt.runs import RunTable
-from mixopt.simplex import SamplerSettings, dirichlet, repetition_caps
+from mixopt.simplex import SamplerSettings, dirichlet, distance_to_prior, kl_to_prior, repetition_caps
 from mixopt.spec import TargetSpec
 
 
@@ -48,6 +49,29 @@ class SurrogateSettings(CapSettings):
     learning_rate: float = Field(default=0.01, gt=0)
     min_child_samples: int | None = Field(default=None, ge=1, description="None: min(20, runs/4)")
     min_runs: int = Field(default=4, ge=2, description="successful runs needed before fitting")
+    kl_lambda: float | Literal["auto"] = Field(
+        default="auto", description="the optimum minimises predicted objective + kl_lambda·KL(w ‖ prior); auto: "
+        "chosen out of fold from kl_grid (and verified by the search's ladder); 0: the unregularised optimum")
+    kl_grid: list[float] = Field(default=[0.0, 0.01, 0.03, 0.1, 0.3], min_length=1,
+                                 description="values of kl_lambda that `auto` chooses among")
+    per_domain: Literal["auto", "aggregate", "raw", "log"] = Field(
+        default="auto", description="model the objective directly (aggregate) or each domain's loss (raw, or "
+        "its log) aggregated with the objective's weights; auto: whichever ranks runs best out of fold")
+    cv_folds: int = Field(default=4, ge=2, description="folds of the out-of-fold checks")
+
+    @field_validator("kl_lambda")
+    @classmethod
+    def _lambda_ok(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and v < 0:
+            raise ValueError("kl_lambda must be ≥ 0 (0 = no regularisation) or auto")
+        return v
+
+    @field_validator("kl_grid")
+    @classmethod
+    def _grid_ok(cls, v: list[float]) -> list[float]:
+        if any(x < 0 for x in v):
+            raise ValueError("kl_grid values must be ≥ 0")
+        return sorted(set(v))
 
 
 def resolve_prior(s: CapSettings, history: RunTable) -> tuple[np.ndarray, str | None]:
@@ -123,23 +147,132 @@ class SurrogateOptimizer(OptimizerBase):
 
     # ------------------------------------------------------------------------------------------ recommend
 
+    def _columns(self, table: RunTable) -> tuple[list[str], np.ndarray]:
+        """The objective's loss columns and their weights (the objective is Σ a_j·loss_j)."""
+        cols = self.objective.metrics if self.objective.metrics is not None else table.loss_columns
+        a = (np.asarray(self.objective.weights, dtype=float) if self.objective.weights is not None
+             else np.full(len(cols), 1 / len(cols)))
+        return list(cols), a
+
+    def _fit_mode(self, mode: str, X: np.ndarray, y: np.ndarray, Y: np.ndarray | None, a: np.ndarray,
+                  seed: int) -> Any:
+        if mode == "aggregate":
+            return self._model(seed).fit(X, y)
+        return PerDomainPredictor(lambda: self._model(seed), a, "log" if mode == "log" else "raw").fit(X, Y)
+
+    def _fit_best(self, ok: RunTable, y: np.ndarray) -> tuple[Any, str, dict[str, dict[str, float]], np.ndarray]:
+        """The predictor in the modelling mode that ranks held-out runs best, and every mode's out-of-fold score.
+
+        Returns (model fitted on all runs, mode, {mode: {spearman, mae}}, out-of-fold predictions of that mode).
+        """
+        from scipy.stats import spearmanr
+
+        s = self.settings
+        cols, a = self._columns(ok)
+        Y = ok.df[cols].to_numpy(dtype=float)
+        per_domain_ok = len(cols) > 1 and np.isfinite(Y).all() and (Y > 0).all()
+        modes = ([s.per_domain] if s.per_domain != "auto"
+                 else ["aggregate", "raw", "log"] if per_domain_ok else ["aggregate"])
+        if s.per_domain in ("raw", "log") and not per_domain_ok:
+            modes = ["aggregate"]
+        X = ok.weights
+        n = len(y)
+        folds = min(s.cv_folds, n)
+        order = self.rng(ok, "folds").permutation(n)
+        fold_of = np.empty(n, dtype=int)
+        fold_of[order] = np.arange(n) % folds
+        scores: dict[str, dict[str, float]] = {}
+        oof: dict[str, np.ndarray] = {}
+        for mode in modes:
+            p = np.empty(n)
+            for f in range(folds):
+                tr, te = fold_of != f, fold_of == f
+                m = self._fit_mode(mode, X[tr], y[tr], Y[tr] if mode != "aggregate" else None, a, self.seed)
+                p[te] = m.predict(X[te])
+            oof[mode] = p
+            rho = spearmanr(p, y).statistic if np.ptp(y) > 0 and np.ptp(p) > 0 else 0.0
+            scores[mode] = {"spearman": float(rho), "mae": float(np.abs(p - y).mean())}
+        # Ties go to the simpler aggregate model (listed first).
+        best = max(modes, key=lambda m: (round(scores[m]["spearman"], 3), -modes.index(m)))
+        model = self._fit_mode(best, X, y, Y if best != "aggregate" else None, a, self.seed)
+        return model, best, scores, oof[best]
+
+    def _choose_lambda(self, oof: np.ndarray, ok: RunTable, y: np.ndarray, prior: np.ndarray,
+                       lambdas: list[float]) -> tuple[float, dict[float, float]]:
+        """kl_lambda chosen out of fold: how well `predicted + λ·KL` picks good runs among runs it has not seen.
+
+        The out-of-fold predictions stand in for a surrogate that has not seen a run. Over random halves of the
+        runs, the run the penalised criterion picks is ranked by its measured objective (0 = the half's best);
+        the λ with the best mean rank wins, ties going to the larger λ (closer to the prior is the safer bet).
+        """
+        kl = kl_to_prior(ok.weights, prior)
+        rng = self.rng(ok, "lambda")
+        n = len(y)
+        halves = [rng.permutation(n)[: max(2, n // 2)] for _ in range(200)]
+        score = {}
+        for lam in lambdas:
+            ranks = []
+            for h in halves:
+                pick = h[int(np.argmin(oof[h] + lam * kl[h]))]
+                ranks.append(float((y[h] < y[pick]).sum()) / max(len(h) - 1, 1))
+            score[lam] = float(np.mean(ranks))
+        best = min(lambdas, key=lambda lam: (round(score[lam], 3), -lam))
+        return best, score
+
     def recommend(self, history: RunTable, target: TargetSpec | None = None) -> Recommendation:
         s = self.settings
-        model, ok, y = self._fit(history)
+        ok, y = history.usable(self.objective)
+        if len(ok) < s.min_runs:
+            raise InputError(history.source,
+                             f"{self.name} needs at least {s.min_runs} successful runs, has {len(ok)}",
+                             "train more proxies (raise budget.runs) or lower optimizer.min_runs")
         prior, prior_note = self.prior(history)
         caps, caps_note = self.caps(history, prior, target)
-        top_w, top_y, n_exact, n_feasible = self._simulate(model, prior, caps, self.rng(history, "candidates"))
-        w = top_w.mean(axis=0)
-        w = w / w.sum()
+        model, mode, cv, oof = self._fit_best(ok, y)
+        lambdas = list(s.kl_grid) if s.kl_lambda == "auto" else [float(s.kl_lambda)]
+        sims = self._simulate_many(model, prior, caps, self.rng(history, "candidates"), lambdas)
+        if s.kl_lambda == "auto":
+            lam, lam_scores = self._choose_lambda(oof, ok, y, prior, lambdas)
+        else:
+            lam, lam_scores = float(s.kl_lambda), {}
+        top_w, top_y, n_exact, n_feasible = sims[lam]
+        optima = {}
+        for x, (tw, _, _, _) in sims.items():
+            wx = tw.mean(axis=0)
+            optima[x] = wx / wx.sum()
+        w = optima[lam]
         predicted = float(model.predict(w[None, :])[0])
-        uncertainty = self._uncertainty(model, ok, y, w)
+        uncertainty = self._uncertainty(model, mode, ok, y, w)
         notes = list(ok.notes) + [n for n in (prior_note, caps_note) if n]
         picked = (f"the best of {n_feasible:,}" if len(top_w) == 1
                   else f"mean of the top {len(top_w)} of {n_feasible:,}")
-        notes.append(f"{s.predictor} fitted on {len(ok)} runs; {picked} feasible candidates "
-                     f"({n_exact:,} scored exactly)")
-        details: dict = {"predictor": s.predictor, "candidates": s.n_candidates, "feasible": n_feasible,
-                         "scored_exactly": n_exact,
+        what = "the objective" if mode == "aggregate" else f"each domain's {'log ' if mode == 'log' else ''}loss"
+        notes.append(f"{s.predictor} fitted on {len(ok)} runs, modelling {what} (out-of-fold Spearman ρ "
+                     f"{cv[mode]['spearman']:.2f}); {picked} feasible candidates ({n_exact:,} scored exactly)")
+        dist = distance_to_prior(w, prior)
+        how = "chosen out of fold" if s.kl_lambda == "auto" else "as set"
+        notes.append(f"regularised optimum: kl_lambda {lam:g} ({how}); KL(w ‖ prior) {dist['kl']:.3f}, "
+                     f"L1 {dist['l1']:.3f}")
+        i_best = int(np.argmin(y))
+        if cv[mode]["spearman"] < 0.5:
+            notes.append(f"warning: the predictor ranks held-out runs poorly (out-of-fold ρ "
+                         f"{cv[mode]['spearman']:.2f} < 0.5); trust this recommendation only as far as a larger-"
+                         "scale check (the ladder) confirms it")
+        if predicted > y[i_best]:
+            notes.append(f"warning: predicted {predicted:.4f}, worse than the best measured run "
+                         f"{ok.run_ids()[i_best]} ({y[i_best]:.4f})")
+        candidates = [{"label": f"{self.name} (kl_lambda {x:g})", "kl_lambda": x,
+                       "weights": mixture_dict(history.domains, optima[x]),
+                       "predicted": float(model.predict(optima[x][None, :])[0]),
+                       **distance_to_prior(optima[x], prior)} for x in _by_closeness(lambdas, lam)]
+        details: dict = {"predictor": s.predictor, "candidates": candidates, "feasible": n_feasible,
+                         "scored_exactly": n_exact, "per_domain": mode, "modelling": cv,
+                         "oof_spearman": cv[mode]["spearman"], "kl_lambda": lam,
+                         "kl_lambda_choice": "out-of-fold" if s.kl_lambda == "auto" else "set",
+                         "kl_lambda_scores": {str(k): v for k, v in lam_scores.items()},
+                         "prior": mixture_dict(history.domains, prior), "distance_to_prior": dist,
+                         "best_run": {"run_id": ok.run_ids()[i_best], "objective": float(y[i_best]),
+                                      "weights": mixture_dict(history.domains, ok.weights[i_best])},
                          "top_k_spread": mixture_dict(history.domains, top_w.std(axis=0)),
                          "top_k_predicted": [float(top_y.min()), float(top_y.max())]}
         if caps is not None:
@@ -154,11 +287,22 @@ class SurrogateOptimizer(OptimizerBase):
 
     def _simulate(self, model, prior: np.ndarray, caps: np.ndarray | None, rng: np.random.Generator,
                   k: int | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """Stream candidates in chunks; keep the running top-k (default: `top_k`). A cheap screen pre-ranks
-        where the predictor has one."""
+        """The unregularised top-k of the simulation (CLIMB's rounds use this)."""
+        return self._simulate_many(model, prior, caps, rng, [0.0], k)[0.0]
+
+    def _simulate_many(self, model, prior: np.ndarray, caps: np.ndarray | None, rng: np.random.Generator,
+                       lambdas: list[float], k: int | None = None
+                       ) -> dict[float, tuple[np.ndarray, np.ndarray, int, int]]:
+        """Stream candidates in chunks; for every λ keep the running top-k of predicted + λ·KL(w ‖ prior).
+
+        One simulation serves every λ: each chunk is screened (where the predictor has a cheap pre-ranking) per
+        λ, the union of what the screens keep is scored exactly once, and each λ ranks those by its own penalty.
+        Returns {λ: (top weights, their predicted objective, scored exactly, feasible)}.
+        """
         s = self.settings
         k = min(s.top_k if k is None else k, s.n_candidates)
-        best_w, best_y = np.empty((0, len(prior))), np.empty(0)
+        D = len(prior)
+        best = {lam: (np.empty((0, D)), np.empty(0), np.empty(0)) for lam in lambdas}  # w, pred, score
         n_exact = n_feasible = 0
         left = s.n_candidates
         while left > 0:
@@ -170,17 +314,22 @@ class SurrogateOptimizer(OptimizerBase):
             n_feasible += len(C)
             if len(C) == 0:
                 continue
+            kl = kl_to_prior(C, prior)
             if s.screen_keep > 0 and hasattr(model, "screen"):
                 keep = max(int(np.ceil(s.screen_keep * len(C))), 4 * k)
                 if keep < len(C):
-                    C = C[np.argpartition(model.screen(C), keep - 1)[:keep]]
+                    sc = model.screen(C)
+                    idx = np.unique(np.concatenate([np.argpartition(sc + lam * kl, keep - 1)[:keep]
+                                                    for lam in lambdas]))
+                    C, kl = C[idx], kl[idx]
             pred = model.predict(C)
             n_exact += len(C)
-            best_w = np.concatenate([best_w, C])
-            best_y = np.concatenate([best_y, pred])
-            order = np.argsort(best_y, kind="stable")[:k]
-            best_w, best_y = best_w[order], best_y[order]
-        if len(best_w) == 0 and caps is not None:
+            for lam in lambdas:
+                bw, bp, bs = best[lam]
+                bw, bp, bs = np.concatenate([bw, C]), np.concatenate([bp, pred]), np.concatenate([bs, pred + lam * kl])
+                order = np.argsort(bs, kind="stable")[:k]
+                best[lam] = (bw[order], bp[order], bs[order])
+        if len(best[lambdas[0]][0]) == 0 and caps is not None:
             # Caps so tight that random draws never land inside them: move a sample of draws onto the capped
             # simplex (water-filling, the same rule a target applies afterwards) and rank those instead.
             from mixopt.target import rebalance
@@ -188,22 +337,38 @@ class SurrogateOptimizer(OptimizerBase):
             C = dirichlet(prior * s.candidate_strength, min(s.n_candidates, 4096), rng)
             C = np.stack([rebalance(c, caps) for c in C])
             pred = model.predict(C)
+            kl = kl_to_prior(C, prior)
             n_exact += len(C)
-            order = np.argsort(pred, kind="stable")[:k]
-            best_w, best_y = C[order], pred[order]
-        if len(best_w) == 0:
+            for lam in lambdas:
+                order = np.argsort(pred + lam * kl, kind="stable")[:k]
+                best[lam] = (C[order], pred[order], (pred + lam * kl)[order])
+        if len(best[lambdas[0]][0]) == 0:
             raise InputError("optimizer", "no simulated mixture satisfies the repetition caps",
                              "raise max_epochs or n_candidates, or lower the target tokens")
-        return best_w, best_y, n_exact, n_feasible
+        return {lam: (bw, bp, n_exact, n_feasible) for lam, (bw, bp, _) in best.items()}
 
-    def _uncertainty(self, model, ok: RunTable, y: np.ndarray, w: np.ndarray) -> float | None:
-        if hasattr(model, "predict_with_std"):
+    def _uncertainty(self, model, mode: str, ok: RunTable, y: np.ndarray, w: np.ndarray) -> float | None:
+        try:
             return float(model.predict_with_std(w[None, :])[1][0])
+        except AttributeError:
+            pass
         if self.settings.n_bootstrap < 2:
             return None
+        cols, a = self._columns(ok)
+        Y = ok.df[cols].to_numpy(dtype=float)
         rng = self.rng(ok, "bootstrap")
         preds = []
         for b in range(self.settings.n_bootstrap):  # refits on resampled runs: the spread of the prediction
             idx = rng.integers(0, len(y), len(y))
-            preds.append(float(self._model(self.seed + b + 1).fit(ok.weights[idx], y[idx]).predict(w[None, :])[0]))
+            m = self._fit_mode(mode, ok.weights[idx], y[idx], Y[idx] if mode != "aggregate" else None, a,
+                               self.seed + b + 1)
+            preds.append(float(m.predict(w[None, :])[0]))
         return float(np.std(preds, ddof=1))
+
+
+def _by_closeness(lambdas: list[float], chosen: float) -> list[float]:
+    """λ values, the chosen one first, then by distance from it on a log scale (0 counts as far below)."""
+    def key(x: float) -> float:
+        return abs(np.log10(x + 1e-3) - np.log10(chosen + 1e-3))
+
+    return sorted(lambdas, key=key)
