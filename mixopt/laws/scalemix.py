@@ -164,11 +164,12 @@ class ScaleMixLaw:
         return out
 
 
-def _level_index(N: np.ndarray, D: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scale_levels(N: np.ndarray, D: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct (N, D) scales (matched on a log scale to 1e-6) and each row's level."""
+    N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
     key = np.round(np.column_stack([np.log(N), np.log(D)]), 6)
-    uniq, idx = np.unique(key, axis=0, return_inverse=True)
-    return np.exp(uniq[:, 0]), np.exp(uniq[:, 1]), idx.ravel()
+    _, first, idx = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    return N[first], D[first], idx.ravel()
 
 
 class _Column:
@@ -235,7 +236,7 @@ def fit_scalemix(W: np.ndarray, N: np.ndarray, D: np.ndarray, L: np.ndarray, for
         raise ValueError("mixtures, sizes, tokens and losses must have one row per run")
     if not (np.isfinite(W).all() and np.isfinite(L).all() and (N > 0).all() and (D > 0).all()):
         raise ValueError("mixtures and losses must be finite and sizes and tokens positive")
-    Nl, Dl, idx = _level_index(N, D)
+    Nl, Dl, idx = scale_levels(N, D)
     if len(Nl) < 2:
         raise ValueError("the runs come at one (N, D) scale; a law across scales needs two or more")
     K, joint = W.shape[1], form == "joint"

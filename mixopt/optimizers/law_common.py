@@ -63,7 +63,9 @@ def completed_points(history: RunTable, domains: list[str], mixtures: np.ndarray
         return set()
     live = (history.df["status"] != "failed").to_numpy()
     W = history.weights
-    nearest = {k: _nearest_level(fidelity_values(history, k, required=False), [lv[k] for lv in levels if k in lv])
+    # A level index is recorded as asked; sizes and budgets are matched to the nearest requested value.
+    nearest = {k: fidelity_values(history, k, required=False) if k == "level" else
+               _nearest_level(fidelity_values(history, k, required=False), [lv[k] for lv in levels if k in lv])
                for lv in levels for k in lv}
     done = set()
     for m, w in enumerate(mixtures):
