@@ -64,7 +64,8 @@ def test_auto_picks_a_form_that_moves_the_optimum_and_lands_near_the_target_opti
     assert set(d["forms"]) == {"nested", "additive", "joint"}
     assert d["forms"]["joint"]["mae"] < d["forms"]["additive"]["mae"]
     assert np.abs(weights(rec) - true_optimum(1e8, 2e9)).max() < 0.08
-    assert [s["runs"] for s in d["scales"]] == [16, 16, 16] and d["target"] == {"params": 1e8, "tokens": 2e9}
+    assert [(s["level"], s["runs"]) for s in d["scales"]] == [(0, 16), (1, 16), (2, 16)]
+    assert d["target"] == {"params": 1e8, "tokens": 2e9}
     assert {"kl", "l1"} <= set(d["distance_to_prior"]) and d["kl_lambda"] == 0.0
     assert any("held-out" in n or "predicting the largest" in n for n in rec.notes)
     assert sum(rec.weights.values()) == pytest.approx(1)

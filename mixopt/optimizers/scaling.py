@@ -125,6 +125,11 @@ class Scaling(OptimizerBase):
         W = ok.weights
         order = np.argsort(Nl * Dl, kind="stable")
         scales = [{"params": float(Nl[i]), "tokens": float(Dl[i]), "runs": int((idx == i).sum())} for i in order]
+        if "fid_level" in ok.df.columns:  # the search's level index of each scale, where recorded
+            lv = ok.df["fid_level"].to_numpy()
+            for sc, i in zip(scales, order, strict=True):
+                first = lv[np.flatnonzero(idx == i)[0]]
+                sc["level"] = int(first) if np.isfinite(float(first)) else None
 
         # ---- held-out comparison across scales
         train, test, how = self._holdout(history, W, idx, order)
