@@ -25,6 +25,7 @@ _BUILTIN = {
     "mfbo": "mixopt.optimizers.mfbo:MFBO",
     "aioli": "mixopt.optimizers.aioli:Aioli",
     "doremi": "mixopt.optimizers.doremi:DoReMi",
+    "scaling": "mixopt.optimizers.scaling:Scaling",
 }
 
 

@@ -10,12 +10,13 @@ the design instead of repeating it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from pydantic import Field
 
 from mixopt.errors import InputError
+from mixopt.laws.pipeline import mixture_keys
 from mixopt.optimizers.base import NoSettings, OptimizerBase, Proposal, mixture_dict
 from mixopt.runs import RunTable
 from mixopt.spec import ObjectiveSpec
@@ -62,7 +63,9 @@ def completed_points(history: RunTable, domains: list[str], mixtures: np.ndarray
         return set()
     live = (history.df["status"] != "failed").to_numpy()
     W = history.weights
-    nearest = {k: _nearest_level(fidelity_values(history, k, required=False), [lv[k] for lv in levels if k in lv])
+    # A level index is recorded as asked; sizes and budgets are matched to the nearest requested value.
+    nearest = {k: fidelity_values(history, k, required=False) if k == "level" else
+               _nearest_level(fidelity_values(history, k, required=False), [lv[k] for lv in levels if k in lv])
                for lv in levels for k in lv}
     done = set()
     for m, w in enumerate(mixtures):
@@ -76,6 +79,43 @@ def completed_points(history: RunTable, domains: list[str], mixtures: np.ndarray
             if same.any():
                 done.add((m, f))
     return done
+
+
+def propose_at_levels(history: RunTable, n: int, levels: Sequence[dict[str, float]],
+                      sample: Callable[[int], np.ndarray]) -> list[Proposal]:
+    """n proposals, each new mixture at every level: mixtures the history holds at only some levels come first.
+
+    Laws fitted across scales need the same mixture at every level (a size law per mixture, or a mixture term
+    compared across scales), so a half-finished mixture is completed before new ones are drawn.
+    `sample(k)` returns k new mixtures (k × domains); it is only called when new mixtures are needed.
+    """
+    levels = [dict(lv) for lv in levels] or [{}]
+    out: list[Proposal] = []
+    ok = history.with_status("ok", "pending")
+    if len(ok) and len(levels) > 1:
+        keys, _ = mixture_keys(ok.weights, tol=1e-6)
+        done = completed_points(history, history.domains, keys, levels)
+        for m, w in enumerate(keys):
+            for f, lv in enumerate(levels):
+                if (m, f) not in done and any((m, g) in done for g in range(len(levels))):
+                    out.append(Proposal(mixture_dict(history.domains, w), dict(lv)))
+    need = max(0, -(-(n - len(out)) // len(levels)))
+    if need:
+        for w in sample(need):
+            out += [Proposal(mixture_dict(history.domains, w), dict(lv) or None) for lv in levels]
+    return out[:n]
+
+
+def domain_bounds(history: RunTable, values: dict[str, float] | None, where: str, default: float
+                  ) -> np.ndarray | None:
+    """A per-domain setting ({domain: weight}) as an array in the run table's order; `default` fills the rest."""
+    if values is None:
+        return None
+    unknown = sorted(set(values) - set(history.domains))
+    if unknown:
+        raise InputError(where, f"unknown domain(s) {unknown}",
+                         f"use the run table's domains: {', '.join(history.domains)}")
+    return np.array([float(values.get(d, default)) for d in history.domains])
 
 
 def _nearest_level(recorded: np.ndarray, values: list[float]) -> np.ndarray:

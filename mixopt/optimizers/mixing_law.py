@@ -20,9 +20,9 @@ from pydantic import Field
 
 from mixopt.errors import InputError
 from mixopt.laws.mixing import fit_mixing_law, optimise_mixture
-from mixopt.laws.pipeline import MATCH_TOL, mixture_keys, nested_predict
+from mixopt.laws.pipeline import MATCH_TOL, nested_predict
 from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation, mixture_dict
-from mixopt.optimizers.law_common import completed_points, fidelity_values, fit_notes
+from mixopt.optimizers.law_common import domain_bounds, fidelity_values, fit_notes, propose_at_levels
 from mixopt.optimizers.random_search import history_prior
 from mixopt.runs import RunTable
 from mixopt.simplex import SamplerSettings, sample_mixtures
@@ -55,23 +55,11 @@ class MixingLawOptimizer(OptimizerBase):
 
     def propose(self, history: RunTable, n: int) -> list[Proposal]:
         s = self.settings
-        levels = [dict(lv) for lv in s.fidelities] or [{}]
-        out: list[Proposal] = []
-        ok = history.with_status("ok", "pending")
-        if len(ok) and len(levels) > 1:  # complete mixtures run at only some levels
-            keys, _ = mixture_keys(ok.weights, tol=1e-6)
-            done = completed_points(history, history.domains, keys, levels)
-            for m, w in enumerate(keys):
-                for f, lv in enumerate(levels):
-                    if (m, f) not in done and any((m, g) in done for g in range(len(levels))):
-                        out.append(Proposal(mixture_dict(history.domains, w), dict(lv)))
-        need = max(0, -(-(n - len(out)) // len(levels)))
-        if need:
-            prior = self._prior(history)
-            W = sample_mixtures(prior, need, self.rng(history), s, caps=self._caps(history, None))
-            for w in W:
-                out += [Proposal(mixture_dict(history.domains, w), dict(lv) or None) for lv in levels]
-        return out[:n]
+
+        def sample(k: int) -> np.ndarray:
+            return sample_mixtures(self._prior(history), k, self.rng(history), s, caps=self._caps(history, None))
+
+        return propose_at_levels(history, n, s.fidelities, sample)
 
     def _prior(self, history: RunTable) -> np.ndarray:
         if self.settings.prior is not None:
@@ -82,13 +70,7 @@ class MixingLawOptimizer(OptimizerBase):
         return history_prior(history)[0]
 
     def _caps(self, history: RunTable, target: TargetSpec | None) -> np.ndarray | None:
-        caps = None
-        if self.settings.caps is not None:
-            unknown = sorted(set(self.settings.caps) - set(history.domains))
-            if unknown:
-                raise InputError("optimizer.caps", f"unknown domain(s) {unknown}",
-                                 f"use the run table's domains: {', '.join(history.domains)}")
-            caps = np.array([float(self.settings.caps.get(d, 1.0)) for d in history.domains])
+        caps = domain_bounds(history, self.settings.caps, "optimizer.caps", 1.0)
         if target is not None and target.tokens and history.token_counts:
             from mixopt.target import domain_caps
 
