@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mixopt.optimizers import _BUILTIN, list_optimizers  # noqa: E402
+from mixopt.optimizers import _BUILTIN  # noqa: E402
 from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation  # noqa: E402
 from mixopt.runs import RunTable  # noqa: E402
 
@@ -96,36 +96,49 @@ _BUILTIN["tpe"] = f"{__name__}:TPE"
 # --------------------------------------------------------------------------------------------- settings
 
 
+def _zoo(name: str, **over: Any) -> dict[str, Any]:
+    import yaml
+
+    return {**yaml.safe_load((ROOT / "proxies" / f"{name}.yaml").read_text()), **over}
+
+
 def settings(mode: str) -> dict[str, Any]:
-    proxy = dict(name="e2e-proxy", n_layer=2, n_head=4, d_model=64, seq_len=128, batch_size=16, lr=3e-3,
-                 warmup_frac=0.1, eval_windows=32, num_cpus=1, proxies_per_task=2)
-    target = dict(name="e2e-target", n_layer=5, n_head=4, d_model=128, seq_len=128, batch_size=16, lr=2e-3,
-                  warmup_frac=0.05, eval_windows=32)
+    """Full mode is the demo's own recipe (search/demo.yaml: nano proxies at 100 tokens per parameter, the ladder
+    at micro) against a target 15.6× nano's parameters trained on 4× its tokens."""
     if mode == "full":
-        return dict(proxy=dict(proxy, tokens=250_000), target=dict(target, tokens=1_000_000), runs=24,
-                    parallelism=4, seeds=3, rank_mixtures=8, n_candidates=100_000)
+        proxy, ladder = _zoo("nano"), _zoo("micro")
+        tokens = 748_800 * 4
+        return dict(proxy=proxy, ladder_proxy=ladder,
+                    target=dict(name="e2e-target", n_layer=2, n_head=4, d_model=64, seq_len=128, batch_size=16,
+                                lr=3e-3, warmup_frac=0.1, eval_windows=32, tokens=tokens),
+                    runs=24, parallelism=4, seeds=3, rank_mixtures=0, n_candidates=100_000,
+                    ladder=dict(candidates=3, seeds=2))
     if mode == "quick":
-        return dict(proxy=dict(proxy, n_layer=1, d_model=48, tokens=150_000),
-                    target=dict(target, n_layer=3, d_model=96, tokens=600_000), runs=12, parallelism=4, seeds=2,
-                    rank_mixtures=8, n_candidates=20_000)
+        return dict(proxy=_zoo("nano", tokens_per_param=40), ladder_proxy=_zoo("micro", tokens_per_param=20),
+                    target=dict(name="e2e-target", n_layer=2, n_head=2, d_model=48, seq_len=128, batch_size=16,
+                                lr=3e-3, warmup_frac=0.1, eval_windows=32, tokens=4 * 299_520),
+                    runs=16, parallelism=4, seeds=2, rank_mixtures=0, n_candidates=20_000,
+                    ladder=dict(candidates=2, seeds=2))
     # toy: keeps the script working in a test (seconds of training)
-    return dict(proxy=dict(proxy, n_layer=1, d_model=16, n_head=2, seq_len=32, batch_size=4, tokens=4 * 32 * 3,
-                           eval_windows=2),
-                target=dict(target, n_layer=2, d_model=48, n_head=2, seq_len=32, batch_size=4, tokens=4 * 32 * 12,
-                            eval_windows=2),
-                runs=4, parallelism=2, seeds=2, rank_mixtures=4, n_candidates=2_000)
+    small = dict(n_head=2, seq_len=32, batch_size=4, eval_windows=2, proxies_per_task=2, num_cpus=1)
+    return dict(proxy=dict(small, name="e2e-proxy", n_layer=1, d_model=16, tokens=4 * 32 * 3),
+                ladder_proxy=dict(small, name="e2e-ladder", n_layer=1, d_model=24, tokens=4 * 32 * 6),
+                target=dict(small, name="e2e-target", n_layer=2, d_model=48, tokens=4 * 32 * 12),
+                runs=6, parallelism=2, seeds=2, rank_mixtures=4, n_candidates=2_000,
+                ladder=dict(candidates=1, seeds=2))
 
 
 # --------------------------------------------------------------------------------------------- steps
 
 
 def run_search(name: str, optimizer: dict[str, Any], cfg: dict, objective: dict, workdir: Path,
-               seed: int, log) -> dict[str, Any]:
+               seed: int, log, dataset, runs: int, ladder: bool) -> dict[str, Any]:
     from mixopt.search import Search
-    from mixopt.spec import SearchSpec, load_dataset
+    from mixopt.spec import SearchSpec
 
-    spec = SearchSpec(name=f"e2e-{name}", dataset=load_dataset(DOMAINS_FILE), proxy=cfg["proxy"],
-                      optimizer=optimizer, objective=objective, budget={"runs": cfg["runs"]},
+    spec = SearchSpec(name=f"e2e-{name.split()[0]}", dataset=dataset, proxy=cfg["proxy"],
+                      fidelities=[cfg["ladder_proxy"]], optimizer=optimizer, objective=objective,
+                      budget={"runs": runs}, ladder={**cfg["ladder"], "enabled": True} if ladder else False,
                       parallelism=cfg["parallelism"], seed=seed)
     t0 = time.perf_counter()
     done = [0]
@@ -133,14 +146,19 @@ def run_search(name: str, optimizer: dict[str, Any], cfg: dict, objective: dict,
     def on_event(event: str, data: dict) -> None:
         if event == "result":
             done[0] += 1
-            log(f"  {name}: run {done[0]}/{cfg['runs']} {data['status']} objective={data.get('objective')}")
+            log(f"  {name}: run {done[0]} ({data.get('stage', 'search')}) {data['status']} "
+                f"objective={data.get('objective')}")
+        elif event == "ladder":
+            log(f"  {name}: ladder of {data['runs']} runs: {', '.join(data['mixtures'])}")
 
     search = Search(spec, workdir=workdir, on_event=on_event)
     rec = search.run()
     table = search.store.run_table()
-    flops = float(table.df.get("fid_flops", np.zeros(len(table))).fillna(0).sum())
+    full = search.store.run_table(ladder=True)
+    flops = float(full.df.get("fid_flops", np.zeros(len(full))).fillna(0).sum())
     return {"name": name, "weights": rec.weights, "predicted": rec.predicted, "seconds": time.perf_counter() - t0,
-            "proxy_flops": flops, "table": table, "store": search.store}
+            "proxy_flops": flops, "table": table, "store": search.store, "details": rec.details,
+            "notes": rec.notes, "runs": runs}
 
 
 def objective_of(losses: dict[str, float], objective: dict) -> float:
@@ -233,8 +251,8 @@ def paired_gap(a: list[float], b: list[float]) -> tuple[float, float, bool]:
 def plot_result(res: dict):
     """The README's figure: objective per mixture (mean ± sd over seeds), best first."""
     rows = sorted(res["rows"], key=lambda r: r["mean"])
-    return plot(rows, f"target {res['target_params'] / 1e6:.2f}M params, {len(res['seeds'])} seeds "
-                      f"({res['mode']} mode): objective per mixture")
+    return plot(rows, f"{res.get('dataset', 'demo')}: target {res['target_params'] / 1e3:.0f}k params, "
+                      f"{len(res['seeds'])} seeds ({res['mode']} mode): objective per mixture")
 
 
 def plot(rows: list[dict], title: str):
@@ -255,7 +273,9 @@ def plot(rows: list[dict], title: str):
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="< 20 minutes here: fewer runs/seeds, smaller target")
+    ap.add_argument("--dataset", type=Path, default=DOMAINS_FILE, help="dataset manifest (default: the demo "
+                    "corpus), e.g. one built by benchmarks/debian_corpus.py or your own")
+    ap.add_argument("--quick", action="store_true", help="fewer runs and seeds, a smaller target")
     ap.add_argument("--toy", action="store_true", help="seconds of training; for the test that keeps this working")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
     ap.add_argument("--objective", default=None, help="loss_<domain> to minimise (default: mean over domains)")
@@ -264,6 +284,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--plot", type=Path, default=None, help="save the plot (PNG) here too (also: --from-json)")
     ap.add_argument("--from-json", type=Path, default=None, help="only redraw --plot from an earlier --out file")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rank-mixtures", type=int, default=None, help="also train the target on this many of the "
+                    "default search's proxy mixtures and report the proxy → target Spearman ρ (full mode: 0)")
     ap.add_argument("--workers", type=int, default=None, help="parallel target trainings (default: 1 on a GPU, "
                     "else one per CPU core)")
     args = ap.parse_args(argv)
@@ -279,6 +301,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     con = Console(stderr=args.json, width=150)
     mode = "toy" if args.toy else "quick" if args.quick else "full"
     cfg = settings(mode)
+    if args.rank_mixtures is not None:
+        cfg["rank_mixtures"] = args.rank_mixtures
     objective = {"metrics": [args.objective]} if args.objective else {"metrics": None}
     from mixopt.spec import ObjectiveSpec
 
@@ -289,33 +313,47 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from mixopt.proxies import model_size
     from mixopt.spec import ProxySpec, load_dataset
 
-    data = prepare(load_dataset(DOMAINS_FILE), workdir / "data")
-    p_size = model_size(ProxySpec.model_validate(cfg["proxy"]), data.vocab_size)
+    dataset = load_dataset(args.dataset)
+    data = prepare(dataset, workdir / "data")
+    proxy = ProxySpec.model_validate(cfg["proxy"]).for_vocab(data.vocab_size)
+    cfg["proxy"] = proxy.model_dump(mode="json")
+    cfg["target"]["tokens"] = max(cfg["target"]["tokens"], 4 * proxy.tokens)
+    p_size = model_size(proxy, data.vocab_size)
     t_size = model_size(ProxySpec.model_validate(cfg["target"]), data.vocab_size)
-    ratio_params, ratio_tokens = t_size.total / p_size.total, cfg["target"]["tokens"] / cfg["proxy"]["tokens"]
-    con.print(f"mode {mode}: proxy {p_size.total:,} params × {cfg['proxy']['tokens']:,} tokens; target "
+    ratio_params, ratio_tokens = t_size.total / p_size.total, cfg["target"]["tokens"] / proxy.tokens
+    target_flops = t_size.flops_per_token * cfg["target"]["tokens"]
+    proxy_run_flops = p_size.flops_per_token * proxy.tokens
+    con.print(f"{dataset.name}, mode {mode}: proxy {p_size.total:,} params × {proxy.tokens:,} tokens; target "
               f"{t_size.total:,} params ({ratio_params:.1f}×) × {cfg['target']['tokens']:,} tokens "
               f"({ratio_tokens:.1f}×); objective {objective['metrics'] or 'mean over domains'}")
 
+    # 1. mixopt's default: regmix as `mixopt submit` runs it (per-domain surrogate, KL-regularised optimum,
+    #    verification ladder). 2. At the same total compute (its proxies + ladder): today's regmix (λ = 0, the
+    #    aggregate objective, no ladder) and Optuna's TPE, each with as many proxy runs as that compute buys.
     searches: dict[str, dict] = {}
-    plan = [("regmix", {"name": "regmix", "n_candidates": cfg["n_candidates"]}), ("tpe", {"name": "tpe"})]
-    skipped = {}
-    if "mfbo" in list_optimizers():
-        plan.insert(1, ("mfbo", {"name": "mfbo"}))
-    else:
-        skipped["mfbo"] = "not installed in this version of mixopt"
-    for name, opt in plan:
-        con.print(f"[bold]search {name}[/] ({cfg['runs']} proxy runs)")
+    skipped: dict[str, str] = {}
+    opt = {"name": "regmix", "n_candidates": cfg["n_candidates"]}
+    con.print(f"[bold]search default[/] (regmix, {cfg['runs']} proxy runs + the ladder)")
+    searches["default"] = run_search("default", opt, cfg, objective, workdir, args.seed, con.print, dataset,
+                                     cfg["runs"], ladder=True)
+    equal_runs = max(cfg["runs"], int(round(searches["default"]["proxy_flops"] / proxy_run_flops)))
+    plan = [("regmix λ=0, no ladder", {**opt, "kl_lambda": 0.0, "per_domain": "aggregate"}),
+            ("tpe", {"name": "tpe"})]
+    for name, o in plan:
+        con.print(f"[bold]search {name}[/] ({equal_runs} proxy runs: the default's compute)")
         try:
-            searches[name] = run_search(name, opt, cfg, objective, workdir, args.seed, con.print)
+            searches[name] = run_search(name, o, cfg, objective, workdir, args.seed, con.print, dataset,
+                                        equal_runs, ladder=False)
         except Exception as e:  # a method that cannot run here is reported, not hidden
             skipped[name] = f"{type(e).__name__}: {e}"
             con.print(f"  [red]skipped {name}: {skipped[name]}")
 
-    # Candidate mixtures for the target.
     tc = data.token_counts
     total = sum(tc.values())
-    mixtures = {f"{n} (rec.)": s["weights"] for n, s in searches.items()}
+    mixtures = {"default": searches["default"]["weights"]}
+    for n in searches:
+        if n != "default":
+            mixtures[n] = searches[n]["weights"]
     mixtures["uniform"] = {d: 1 / len(tc) for d in tc}
     mixtures["natural"] = {d: v / total for d, v in tc.items()}
     best_seen, best_val = None, math.inf
@@ -325,23 +363,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if y[i] < best_val:
             best_val, best_seen = float(y[i]), dict(zip(usable.domains, usable.weights[i].tolist(), strict=True))
     mixtures["best proxy run"] = best_seen
+    # Identical mixtures (the ladder may keep a baseline; TPE recommends its best run) are trained once.
+    distinct: dict[str, dict[str, float]] = {}
+    alias: dict[str, str] = {}
+    for n, w in mixtures.items():
+        same = next((m for m, v in distinct.items()
+                     if sum(abs(w.get(d, 0) - v.get(d, 0)) for d in tc) < 1e-9), None)
+        alias[n] = same or n
+        if same is None:
+            distinct[n] = w
     seeds = [1000 + i for i in range(cfg["seeds"])]
-    jobs = [(mixtures, s) for s in seeds]
-    # Second question: does the proxies' ranking hold at the target size? (Trained alongside, one seed.)
+    jobs = [(distinct, s) for s in seeds]
     picked: dict[str, dict[str, float]] = {}
-    if "regmix" in searches:
-        usable, y = searches["regmix"]["table"].usable(obj_spec)
+    if cfg["rank_mixtures"]:
+        usable, y = searches["default"]["table"].usable(obj_spec)
         order = np.argsort(y)
         pick = order[np.unique(np.linspace(0, len(order) - 1, cfg["rank_mixtures"]).round().astype(int))]
         picked = {f"run{int(i)}": dict(zip(usable.domains, usable.weights[i].tolist(), strict=True))
                   for i in pick}
         jobs.append((picked, seeds[0]))
     workers = args.workers or (1 if torch_cuda() else os.cpu_count() or 1)
-    con.print(f"[bold]target runs[/]: {len(mixtures)} mixtures × {len(seeds)} seeds + {len(picked)} proxy mixtures "
-              f"for the ranking check; {workers} worker(s)")
+    con.print(f"[bold]target runs[/]: {len(distinct)} distinct mixtures × {len(seeds)} seeds"
+              + (f" + {len(picked)} proxy mixtures for the ranking check" if picked else "") + f"; {workers} worker(s)")
     t0 = time.perf_counter()
     trained = train_targets(jobs, cfg, data, objective, con.print, workers)
-    target = {n: [trained[i][n] for i in range(len(seeds))] for n in mixtures}
+    target = {n: [trained[i][alias[n]] for i in range(len(seeds))] for n in mixtures}
     target_seconds = time.perf_counter() - t0
     rank = {}
     if picked:
@@ -349,53 +395,77 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         proxy_y = [float(y[i]) for i in pick]
         target_y = [trained[-1][k] for k in picked]
-        rho = float(spearmanr(proxy_y, target_y).statistic)
-        rank = {"spearman_rho": rho, "proxy": proxy_y, "target": target_y}
+        rank = {"spearman_rho": float(spearmanr(proxy_y, target_y).statistic), "proxy": proxy_y, "target": target_y}
 
-    target_flops = t_size.flops_per_token * cfg["target"]["tokens"]
+    better_base = min(("uniform", "natural"), key=lambda n: float(np.mean(target[n])))
     rows = []
     for name, vals in target.items():
         gap, se, sig = paired_gap(vals, target["natural"])
-        src = name.removesuffix(" (rec.)")
-        proxy_flops = searches[src]["proxy_flops"] if src in searches else 0.0
+        gu, seu, sigu = paired_gap(vals, target["uniform"])
+        src = searches.get(name)
+        flops = src["proxy_flops"] if src else 0.0
         rows.append({"mixture": name, "mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1))
-                     if len(vals) > 1 else float("nan"), "values": vals, "gap_to_natural": gap, "gap_se": se,
-                     "exceeds_noise": sig if name != "natural" else None,
-                     "proxy_flops": proxy_flops, "proxy_compute_vs_target_run": proxy_flops / target_flops,
-                     "search_seconds": searches[src]["seconds"] if src in searches else None,
-                     "weights": mixtures[name]})
-    t = Table(title=f"Target model ({t_size.total / 1e6:.2f}M params, {cfg['target']['tokens']:,} tokens), "
-                    f"{len(seeds)} seeds — objective {objective['metrics'] or 'mean val loss'} (lower is better)")
-    for c in ("mixture", "target objective", "gap to natural", "beyond seed noise?", "proxy compute ÷ 1 target run",
+                     if len(vals) > 1 else float("nan"), "values": vals, "weights": mixtures[name],
+                     "same_as": alias[name] if alias[name] != name else None,
+                     "gap_to_natural": gap, "gap_natural_se": se, "beyond_noise_vs_natural": sig,
+                     "gap_to_uniform": gu, "gap_uniform_se": seu, "beyond_noise_vs_uniform": sigu,
+                     "proxy_flops": flops, "compute_vs_target_run": flops / target_flops if flops else None,
+                     "proxy_runs": src["runs"] if src else None,
+                     "search_seconds": src["seconds"] if src else None})
+    t = Table(title=f"{dataset.name}: target {t_size.total / 1e3:.0f}k params × {cfg['target']['tokens']:,} tokens, "
+                    f"{len(seeds)} seeds, objective {objective['metrics'] or 'mean val loss'} (lower is better)")
+    for c in ("mixture", "target objective", "vs natural", "vs uniform", "proxies + ladder ÷ 1 target run",
               "search wall time"):
         t.add_column(c, justify="left" if c == "mixture" else "right")
+
+    def cell(g: float, se: float, sig: bool) -> str:
+        return f"{g:+.4f} ± {se:.4f}" + (" *" if sig else "")
+
     for r in sorted(rows, key=lambda r: r["mean"]):
-        t.add_row(r["mixture"], f"{r['mean']:.4f} ± {r['sd']:.4f}",
-                  "—" if r["mixture"] == "natural" else f"{r['gap_to_natural']:+.4f} (se {r['gap_se']:.4f})",
-                  "—" if r["exceeds_noise"] is None else ("yes" if r["exceeds_noise"] else "no"),
-                  f"{r['proxy_compute_vs_target_run']:.2f}" if r["proxy_flops"] else "—",
+        t.add_row(r["mixture"] + (f" (= {r['same_as']})" if r["same_as"] else ""),
+                  f"{r['mean']:.4f} ± {r['sd']:.4f}",
+                  "—" if r["mixture"] == "natural" else cell(r["gap_to_natural"], r["gap_natural_se"],
+                                                             r["beyond_noise_vs_natural"]),
+                  "—" if r["mixture"] == "uniform" else cell(r["gap_to_uniform"], r["gap_uniform_se"],
+                                                             r["beyond_noise_vs_uniform"]),
+                  f"{r['compute_vs_target_run']:.2f}" if r["compute_vs_target_run"] else "—",
                   f"{r['search_seconds']:.0f} s" if r["search_seconds"] else "—")
     con.print(t)
+    con.print("gaps are paired over seeds (mean ± standard error); * = beyond 2 standard errors")
+    lad = searches["default"]["details"].get("ladder") or {}
+    if lad:
+        con.print(f"the default's ladder: {lad.get('reason')}")
     if rank:
-        con.print(f"proxy → target ranking of {len(rank['proxy'])} regmix proxy mixtures: Spearman ρ = "
+        con.print(f"proxy → target ranking of {len(rank['proxy'])} proxy mixtures: Spearman ρ = "
                   f"{rank['spearman_rho']:.3f}")
     for n, why in skipped.items():
         con.print(f"skipped {n}: {why}")
-    result = {"mode": mode, "objective": objective["metrics"] or "mean", "proxy_params": p_size.total,
-              "target_params": t_size.total, "params_ratio": ratio_params, "tokens_ratio": ratio_tokens,
+    default_row = next(r for r in rows if r["mixture"] == "default")
+    gap_b, se_b, sig_b = paired_gap(target["default"], target[better_base])
+    result = {"dataset": dataset.name, "mode": mode, "objective": objective["metrics"] or "mean",
+              "default": "default", "compute_ratio": default_row["compute_vs_target_run"],
+              "proxy_params": p_size.total, "proxy_tokens": proxy.tokens, "target_params": t_size.total,
+              "target_tokens": cfg["target"]["tokens"], "params_ratio": ratio_params, "tokens_ratio": ratio_tokens,
               "seeds": seeds, "rows": rows, "ranking": rank, "skipped": skipped,
-              "target_seconds": target_seconds, "wall_seconds": time.perf_counter() - t_start}
-    if "regmix" in searches:
-        store = searches["regmix"]["store"]
-        parent = store.get_meta("mlflow_parent_run_id")
-        if parent:
-            from mlflow import MlflowClient
+              "better_baseline": better_base,
+              "default_vs_better_baseline": {"gap": gap_b, "se": se_b, "beyond_noise": sig_b},
+              "ladder": {k: v for k, v in lad.items() if k != "rows"} | {"rows": [
+                  {k: r[k] for k in ("label", "kind", "values", "mean")} for r in lad.get("rows", [])]},
+              "default_details": {k: searches["default"]["details"].get(k) for k in
+                                  ("per_domain", "modelling", "kl_lambda", "kl_lambda_choice", "distance_to_prior",
+                                   "oof_spearman", "verified_by", "optimizer_weights")},
+              "equal_compute_runs": equal_runs, "target_seconds": target_seconds,
+              "wall_seconds": time.perf_counter() - t_start}
+    store = searches["default"]["store"]
+    parent = store.get_meta("mlflow_parent_run_id")
+    if parent:
+        from mlflow import MlflowClient
 
-            client = MlflowClient(store.get_meta("tracking_uri"))
-            client.log_figure(parent, plot(sorted(rows, key=lambda r: r["mean"]), "target objective per mixture"),
-                              "e2e/target_objective.png")
-            client.log_dict(parent, _clean(result), "e2e/result.json")
-            result["mlflow_parent_run"] = parent
+        client = MlflowClient(store.get_meta("tracking_uri"))
+        client.log_figure(parent, plot(sorted(rows, key=lambda r: r["mean"]), "target objective per mixture"),
+                          "e2e/target_objective.png")
+        client.log_dict(parent, _clean(result), "e2e/result.json")
+        result["mlflow_parent_run"] = parent
     if args.out:
         args.out.write_text(json.dumps(_clean(result), indent=1))
     if args.plot:

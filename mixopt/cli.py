@@ -83,6 +83,16 @@ class _Live:
         elif event == "job":
             console.log(f"job [bold]{data['job_id']}[/] in {data['path']}")
             self.task = p.add_task("proxy runs", total=data["budget"], completed=data["done"], best="")
+        elif event == "ladder":
+            fid = data["fidelity"]
+            console.log(f"verification ladder: {len(data['mixtures'])} mixtures at {fid.get('params', 0):,.0f} "
+                        f"params × {fid.get('tokens', 0):,.0f} tokens ({', '.join(data['mixtures'])})")
+            self.ladder = p.add_task("ladder runs", total=data["runs"], completed=data["runs"] - data["todo"], best="")
+        elif event == "result" and data.get("stage") == "ladder" and getattr(self, "ladder", None) is not None:
+            obj = data.get("objective")
+            p.console.log(f"ladder {data['run_id']} " + (f"[green]ok[/] objective {obj:.4f}" if obj is not None
+                                                         else f"[red]failed[/]: {data.get('error')}"))
+            p.update(self.ladder, advance=1)
         elif event == "result" and self.task is not None:
             obj = data.get("objective")
             if obj is not None:
@@ -316,7 +326,7 @@ def runs(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
     from mixopt.search.store import JobStore
 
     st = JobStore.open(workdir, job)
-    table = st.run_table()
+    table = st.run_table(ladder=True)  # the verification ladder's runs too, with their stage
     df = table.df.copy()
     if len(df) and table.loss_columns:
         df["objective"] = table.objective(st.spec.objective)

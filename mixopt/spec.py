@@ -540,6 +540,32 @@ class OptimizerSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class LadderSpec(_Strict):
+    """The verification ladder: before committing, check the top candidates against the baselines at a larger scale.
+
+    When the search's runs are spent, the optimizer's top `candidates` mixtures (kept at least `min_distance`
+    apart in L1), the natural and uniform mixtures and every `include_mixtures` entry are trained at the ladder's
+    fidelity with `seeds` seeds, every mixture of a seed with the same initialisation and data order (common
+    random numbers). The best candidate is recommended only if it beats the better baseline by more than two
+    standard errors of the paired difference; otherwise that baseline is, and the recommendation says why.
+    """
+
+    enabled: bool | Literal["auto"] = Field(
+        default="auto", description="auto: on for optimizers that recommend a static mixture, when the ladder "
+        "trains no more runs than the search itself (else skipped with a note); true: always (an error when it "
+        "is larger than the budget); false: off")
+    candidates: int = Field(default=3, ge=1, description="top candidates verified (m)")
+    seeds: int = Field(default=2, ge=2, description="seeds per mixture (paired across mixtures)")
+    level: int | None = Field(default=None, ge=0, description="fidelity level to verify at (0 = proxy, then "
+                              "fidelities); default: the next level up when `fidelities` exist, else the proxy")
+    tokens_scale: float | None = Field(default=None, gt=0, description="multiply that level's tokens by this; "
+                                       "default 4 when the ladder verifies at the proxy itself, else 1")
+    min_distance: float = Field(default=0.1, ge=0, le=2, description="L1 distance candidates keep from each "
+                                "other and from the baselines")
+    baselines: list[Literal["natural", "uniform"]] = Field(default=["natural", "uniform"],
+                                                           description="baseline mixtures the candidates must beat")
+
+
 class BudgetSpec(_Strict):
     runs: int = Field(default=16, ge=1, description="proxy runs in total (successful or failed)")
 
@@ -558,6 +584,8 @@ class SearchSpec(_Strict):
     objective: ObjectiveSpec = ObjectiveSpec()
     target: TargetSpec | None = None
     budget: BudgetSpec = BudgetSpec()
+    ladder: LadderSpec = Field(default_factory=LadderSpec, description="verify candidates at a larger fidelity "
+                               "before recommending (on by default; `ladder: false` turns it off)")
     include_mixtures: list[dict[str, float]] = Field(
         default_factory=list, description="mixtures to train first (e.g. your current default mixture)")
     seed: int = 0
@@ -572,6 +600,11 @@ class SearchSpec(_Strict):
     workdir: str | None = None
     tracking_uri: str | None = None
     ray_address: str | None = None
+
+    @field_validator("ladder", mode="before")
+    @classmethod
+    def _ladder_shorthand(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _check_mixtures(self) -> SearchSpec:
@@ -588,7 +621,29 @@ class SearchSpec(_Strict):
         for p in self.proxies:
             if p.base is not None:
                 check_mixture(p.base.weights, domains, where=f"{p.name}: base.weights")
+        if self.ladder.level is not None and self.ladder.level >= len(self.proxies):
+            raise ValueError(f"ladder.level {self.ladder.level} does not exist: this search has "
+                             f"{len(self.proxies)} proxy level(s) (0 = proxy, then fidelities); list the larger "
+                             "proxy under `fidelities:` or lower ladder.level")
+        if self.ladder.enabled is True and self.ladder_runs() > self.budget.runs:
+            raise ValueError(f"the ladder ({self.ladder_runs()} runs) is larger than the budget "
+                             f"({self.budget.runs} runs): lower ladder.candidates or ladder.seeds, raise "
+                             "budget.runs, or set ladder: auto")
+        prior = self.optimizer.settings.get("prior")
+        if isinstance(prior, dict):
+            unknown = sorted(set(prior) - set(domains))
+            if unknown:
+                raise ValueError(f"optimizer.prior names unknown domain(s) {unknown}; the dataset has {domains}")
+            total = sum(float(v) for v in prior.values())
+            if any(float(v) < 0 for v in prior.values()) or abs(total - 1.0) > WEIGHT_TOLERANCE:
+                raise ValueError(f"optimizer.prior must be non-negative shares summing to 1 (sums to {total:.6g}); "
+                                 "rescale it")
         return self
+
+    def ladder_runs(self) -> int:
+        """Runs the verification ladder trains when on: (candidates + baselines + include_mixtures) × seeds."""
+        lad = self.ladder
+        return (lad.candidates + len(lad.baselines) + len(self.include_mixtures)) * lad.seeds
 
     @property
     def proxies(self) -> list[ProxySpec]:

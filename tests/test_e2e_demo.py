@@ -23,7 +23,11 @@ def test_e2e_demo_toy_path_runs_and_reports(tmp_path, monkeypatch):
     out = tmp_path / "e2e.json"
     res = mod.main(["--toy", "--workdir", str(tmp_path / "work"), "--out", str(out), "--plot", str(tmp_path / "a.png")])
     names = {r["mixture"] for r in res["rows"]}
-    assert {"regmix (rec.)", "tpe (rec.)", "uniform", "natural", "best proxy run"} <= names
+    assert {"default", "regmix λ=0, no ladder", "tpe", "uniform", "natural", "best proxy run"} <= names
+    assert res["default"] == "default" and res["dataset"] == "demo" and res["compute_ratio"] > 0
+    assert res["ladder"]["winner"] and len(res["ladder"]["rows"]) == 3  # 1 candidate + natural + uniform
+    # the equal-compute searches get as many proxy runs as the default's proxies + ladder cost
+    assert res["equal_compute_runs"] > 6
     assert res["params_ratio"] >= 8 and res["tokens_ratio"] >= 4
     for r in res["rows"]:
         assert len(r["values"]) == 2 and all(v == v for v in r["values"])  # two seeds, no NaN

@@ -277,6 +277,7 @@ def aioli_path(schedule: dict[str, Any], trajectory: list[dict[str, Any]], steps
 
 class Aioli(OptimizerBase):
     name = "aioli"
+    verifies = False
     Settings = AioliSettings
     settings: AioliSettings
 

@@ -65,6 +65,9 @@ class OptimizerBase:
 
     name: ClassVar[str] = ""
     Settings: ClassVar[type[BaseModel]] = NoSettings
+    #: Whether the search's verification ladder checks this optimizer's recommendation against the baselines
+    #: (False for baselines themselves, online schedules and continual-pretraining laws with their own objective).
+    verifies: ClassVar[bool] = True
 
     def __init__(self, seed: int = 0, objective: ObjectiveSpec | str | None = None, **settings: Any) -> None:
         self.seed = seed

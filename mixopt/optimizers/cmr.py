@@ -53,6 +53,7 @@ class CMRSettings(TwoDomainSettings):
 
 class CMR(TwoDomainOptimizer):
     name = "cmr"
+    verifies = False
     Settings = CMRSettings
     settings: CMRSettings
 

@@ -58,6 +58,7 @@ class DCPTSettings(TwoDomainSettings):
 
 class DCPT(TwoDomainOptimizer):
     name = "dcpt"
+    verifies = False
     Settings = DCPTSettings
     settings: DCPTSettings
 

@@ -107,6 +107,7 @@ class DoReMiSettings(DoReMiParams):
 
 class DoReMi(OptimizerBase):
     name = "doremi"
+    verifies = False
     Settings = DoReMiSettings
     settings: DoReMiSettings
 

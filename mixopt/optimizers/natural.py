@@ -13,6 +13,7 @@ from mixopt.spec import TargetSpec
 
 class Natural(OptimizerBase):
     name = "natural"
+    verifies = False
 
     def _w(self, history: RunTable) -> np.ndarray:
         if history.prior is None:

@@ -28,6 +28,7 @@ def fixed_mixture_recommendation(opt: OptimizerBase, history: RunTable, w: np.nd
 
 class Uniform(OptimizerBase):
     name = "uniform"
+    verifies = False
 
     def _w(self, history: RunTable) -> np.ndarray:
         return np.full(len(history.domains), 1.0 / len(history.domains))

@@ -39,15 +39,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from mixopt.data.prepare import PreparedData, prepare
 from mixopt.errors import InputError, MixoptError
 from mixopt.optimizers import get_optimizer
 from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation
 from mixopt.proxies.model import model_size
 from mixopt.runs import RunTable
-from mixopt.search import cluster
+from mixopt.search import cluster, ladder
 from mixopt.search.store import JobStore, PendingRun, alive
 from mixopt.search.tracking import Tracker, default_tracking_uri
+from mixopt.simplex import distance_to_prior
 from mixopt.spec import ProxySpec, SearchSpec
 from mixopt.target import apply_target
 
@@ -325,7 +329,7 @@ class Search:
             self._loop(data, mirror)
             mirror.catch_up(force=True)
             try:
-                rec = self.recommend()
+                rec = self.recommend(data=data, mirror=mirror)
             except InputError:  # e.g. every proxy failed: the runs are recorded, there is nothing to recommend
                 store.set_meta("state", "no-recommendation")
                 mirror.close(None, "FAILED")
@@ -388,14 +392,91 @@ class Search:
         return {"results_sent": before[0] - after[0], "runs_created": before[1] - after[1],
                 "still_missing": after[0] + after[1], "parent_closed": int(closed)}
 
-    def recommend(self, optimizer: OptimizerBase | None = None) -> Recommendation:
+    def recommend(self, optimizer: OptimizerBase | None = None, data: PreparedData | None = None,
+                  mirror: _Mirror | None = None) -> Recommendation:
+        """The job's recommendation: the optimizer's, verified by the ladder when it is on and `data` is given
+        (the search's end), then fitted to the target. Written once, as the job's `recommendation.json`."""
         assert self.store is not None
         opt = optimizer or self.optimizer
         table = self.store.run_table()
-        rec = apply_target(opt.recommend(table, self.spec.target), table.token_counts, self.spec.target)
+        rec = opt.recommend(table, self.spec.target)
+        on, why = self._ladder_on(opt)
+        if why:
+            rec.notes.append(why)
+        if on and data is not None and mirror is not None:
+            rec = self._verify(rec, table, data, mirror)
+        rec = apply_target(rec, table.token_counts, self.spec.target)
         self.store.write_recommendation(rec.to_dict())
         self.on_event("recommendation", rec.to_dict())
         return rec
+
+    def _ladder_on(self, opt: OptimizerBase) -> tuple[bool, str | None]:
+        spec = self.spec
+        lad = spec.ladder
+        if lad.enabled is False:
+            return False, None
+        if not getattr(opt, "verifies", True):
+            return False, (None if lad.enabled == "auto" else f"no verification ladder: {opt.name} does not "
+                           "recommend a static mixture from proxy evidence")
+        n = spec.ladder_runs()
+        if lad.enabled == "auto" and n > spec.budget.runs:
+            return False, (f"verification ladder skipped: it would train {n} runs, more than the search's "
+                           f"{spec.budget.runs}; raise budget.runs or lower ladder.candidates / ladder.seeds")
+        return True, None
+
+    def _verify(self, rec: Recommendation, table: RunTable, data: PreparedData, mirror: _Mirror) -> Recommendation:
+        """Train the ladder (what is not in the store yet), then let its verdict pick the recommendation."""
+        store, spec = self.store, self.spec
+        assert store is not None
+        rungs = ladder.plan(spec, rec.weights, rec.method, rec.details, table)
+        fid = ladder.ladder_fidelity(spec)
+        _, record = resolve_fidelity(spec, fid, data.vocab_size)
+        seeds = ladder.ladder_seeds(spec)
+        have = {(p.source, p.seed) for p in store.ladder_proposals()}
+        idx, round_ = store.n_proposed(), store.next_round()
+        new = []
+        for sd in seeds:
+            for r in rungs:
+                if (ladder.LADDER + r.label, sd) not in have:
+                    new.append(PendingRun(run_id=f"r{idx:04d}", idx=idx, round=round_, seed=sd, weights=r.weights,
+                                          fidelity=record, source=ladder.LADDER + r.label))
+                    idx += 1
+        store.add_proposals(new)
+        self.on_event("ladder", {"runs": len(rungs) * len(seeds), "todo": len(new),
+                                 "mixtures": [r.label for r in rungs], "fidelity": record})
+        self._loop(data, mirror)  # the budget is spent: this trains the ladder's pending runs only
+        mirror.catch_up(force=True)
+        full = store.run_table(ladder=True)
+        lad_table = full.select((full.df["stage"] == "ladder").to_numpy())
+        verdict = ladder.decide(rungs, lad_table, spec)
+        search_flops = float(table.df.get("fid_flops", pd.Series(dtype=float)).fillna(0).sum())
+        ladder_flops = float(lad_table.df.get("fid_flops", pd.Series(dtype=float)).fillna(0).sum())
+        verdict.update(fidelity=record, runs=len(lad_table), compute_flops=ladder_flops, search_flops=search_flops,
+                       compute_vs_search=ladder_flops / search_flops if search_flops else None)
+        by_label = {r.label: r for r in rungs}
+        winner = by_label.get(verdict.get("winner") or "")
+        details = {**rec.details, "ladder": verdict, "optimizer_weights": rec.weights}
+        notes = [*rec.notes, f"verification ladder: {verdict['reason']}"]
+        if winner is None:
+            rec.details, rec.notes = details, notes
+            return rec
+        weights = winner.weights
+        if winner.kind == "candidate":
+            cand = next((c for c in rec.details.get("candidates") or [] if c.get("label") == winner.label), None)
+            if cand is not None and "kl_lambda" in cand:
+                details["kl_lambda"] = cand["kl_lambda"]
+                details["kl_lambda_choice"] = "ladder"
+            details["verified_by"] = "ladder"
+        else:
+            details["verified_by"] = "ladder (baseline kept)"
+        prior = full.prior
+        if prior is not None:
+            details["distance_to_prior"] = distance_to_prior(
+                np.array([weights.get(d, 0.0) for d in full.domains]), prior)
+        predicted = rec.predicted if winner.label.startswith(f"{rec.method} (recommended") else None
+        return Recommendation(weights=weights, method=rec.method, objective=rec.objective, predicted=predicted,
+                              uncertainty=rec.uncertainty if predicted is not None else None,
+                              settings=rec.settings, runs_used=rec.runs_used, notes=notes, details=details)
 
     def objective_of(self, p: PendingRun, res: dict[str, Any]) -> float | None:
         metrics = {f"loss_{d}": float(v) for d, v in (res.get("losses") or {}).items()}
@@ -446,7 +527,7 @@ class Search:
         try:
             while True:
                 busy = sum(len(t.runs) for t in inflight.values())
-                room = spec.budget.runs - store.n_proposed()
+                room = spec.budget.runs - store.n_search_proposed()
                 if not queue and room > 0 and (spec.scheduling == "async" or not inflight):
                     n = min(spec.parallelism - busy, room)
                     if n > 0 and not (inflight and self._barrier()):
@@ -548,10 +629,11 @@ class Search:
         store, spec = self.store, self.spec
         assert store is not None
         start = store.n_proposed()
+        done = store.n_search_proposed()
         round_ = store.next_round()
         history = store.run_table()
         mixtures: list[tuple[Proposal, str]] = []
-        for i in range(start, min(start + n, len(spec.include_mixtures))):
+        for i in range(done, min(done + n, len(spec.include_mixtures))):
             mix = spec.include_mixtures[i]
             total = sum(mix.values())  # within 1e-3 of 1 (checked at load); stored exactly on the simplex
             mixtures.append((Proposal({d: float(mix.get(d, 0.0)) / total for d in history.domains}), "include"))
@@ -588,7 +670,8 @@ class Search:
             mirror.finish(p, res, objective)
         self.on_event("result", {"run_id": p.run_id, "status": status, "objective": objective,
                                  "error": res.get("error"), "seconds": res.get("seconds"),
-                                 "done": self.store.n_finished(), "budget": self.spec.budget.runs})
+                                 "done": self.store.n_finished(), "budget": self.spec.budget.runs,
+                                 "stage": "ladder" if p.source.startswith(ladder.LADDER) else "search"})
 
 
 def _task_error(e: BaseException, retries: int) -> str:

@@ -28,6 +28,8 @@ from mixopt.errors import InputError
 from mixopt.runs import RunTable
 from mixopt.spec import SearchSpec
 
+LADDER = "ladder:"  # the `source` of a verification-ladder run starts with this (its stage)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS proposals (
@@ -142,6 +144,14 @@ class JobStore:
         with self._db() as db:
             return int(db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0])
 
+    def n_search_proposed(self) -> int:
+        """Proposals of the search itself (the budget counts these; the verification ladder's are extra)."""
+        with self._db() as db:
+            return int(db.execute(f"SELECT COUNT(*) FROM proposals WHERE source NOT LIKE '{LADDER}%'").fetchone()[0])
+
+    def ladder_proposals(self) -> list[PendingRun]:
+        return self._proposals(f"WHERE p.source LIKE '{LADDER}%'")
+
     def n_finished(self) -> int:
         with self._db() as db:
             return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
@@ -232,7 +242,8 @@ class JobStore:
         records = []
         for (run_id, idx, rnd, seed, w, fid, source, created, status, metrics, info, error, finished,
              schedule) in rows:
-            rec: dict[str, Any] = {"run_id": run_id, "idx": idx, "round": rnd, "seed": seed, "source": source}
+            rec: dict[str, Any] = {"run_id": run_id, "idx": idx, "round": rnd, "seed": seed, "source": source,
+                                   "stage": "ladder" if source.startswith(LADDER) else "search"}
             weights = json.loads(w)
             rec.update({f"w_{d}": float(weights.get(d, 0.0)) for d in domains or weights})
             rec.update({f"fid_{k}": v for k, v in (json.loads(fid) if fid else {}).items()})
@@ -256,8 +267,13 @@ class JobStore:
             df["status"] = pd.Series(dtype=object)
         return df
 
-    def run_table(self) -> RunTable:
-        return RunTable(self.frame(), token_counts=self.get_meta("token_counts"), source=str(self.db_path))
+    def run_table(self, ladder: bool = False) -> RunTable:
+        """The run table; the verification ladder's rows only with `ladder=True` (optimizers never see them:
+        they are a check at another fidelity, not proxy evidence of the search)."""
+        df = self.frame()
+        if not ladder and "stage" in df.columns:
+            df = df[df["stage"] != "ladder"].reset_index(drop=True)
+        return RunTable(df, token_counts=self.get_meta("token_counts"), source=str(self.db_path))
 
     # ------------------------------------------------------------------------------------------ outputs
 

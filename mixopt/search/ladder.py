@@ -1,0 +1,148 @@
+"""The verification ladder: a recommendation is checked at a larger fidelity, against the baselines, before it ships.
+
+Proxies rank mixtures imperfectly at the top (the part a recommendation uses), and a surrogate's optimum is
+where it extrapolates most. So when the search's runs are spent, the optimizer's top candidates (kept apart
+from each other), the natural and uniform mixtures and the user's `include_mixtures` are trained at the next
+fidelity up with several seeds, each seed shared by every mixture (common random numbers: the paired
+differences then carry no initialisation or data-order noise). The best candidate is recommended only when it
+beats the better baseline by more than two standard errors of the paired difference; otherwise the better
+baseline is recommended, with the numbers that say why.
+
+The ladder's runs are ordinary rows of the run table whose `source` starts with `ladder:` (stage "ladder"),
+so the store's write-ahead log, resume, fault handling and the MLflow mirror cover them unchanged; the
+optimizers never see them as search evidence. Everything here is a pure function of the spec, the
+recommendation and the run table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mixopt.runs import RunTable
+from mixopt.search.store import LADDER
+from mixopt.spec import SearchSpec
+
+__all__ = ["LADDER", "Rung", "decide", "ladder_fidelity", "ladder_seeds", "plan"]
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One mixture on the ladder: a candidate of the optimizer or a baseline."""
+
+    label: str
+    kind: str  # "candidate" or "baseline"
+    weights: dict[str, float]
+
+
+def ladder_fidelity(spec: SearchSpec) -> dict[str, float]:
+    """The fidelity the ladder trains at, as a proposal's fidelity: the next level up when the search lists
+    `fidelities`, else the proxy itself for `tokens_scale` (4) times its tokens: about 4–10× a proxy's compute."""
+    lad = spec.ladder
+    level = lad.level if lad.level is not None else (1 if spec.fidelities else 0)
+    scale = lad.tokens_scale if lad.tokens_scale is not None else (4.0 if level == 0 else 1.0)
+    fid: dict[str, float] = {"level": level}
+    if scale != 1.0:
+        fid["tokens"] = int(round(spec.proxies[level].tokens * scale))
+    return fid
+
+
+def ladder_seeds(spec: SearchSpec) -> list[int]:
+    """Seeds of the ladder, shared by every mixture (common random numbers)."""
+    return [int.from_bytes(hashlib.sha256(f"ladder|{spec.seed}|{j}".encode()).digest()[:4], "little")
+            for j in range(spec.ladder.seeds)]
+
+
+def _l1(a: dict[str, float], b: dict[str, float], domains: list[str]) -> float:
+    return float(sum(abs(a.get(d, 0.0) - b.get(d, 0.0)) for d in domains))
+
+
+def plan(spec: SearchSpec, rec_weights: dict[str, float], rec_method: str, details: dict[str, Any],
+         table: RunTable) -> list[Rung]:
+    """The ladder's mixtures: baselines first, then up to `candidates` of the optimizer's, kept apart.
+
+    Candidates come from the recommendation itself, then the alternatives it lists in `details["candidates"]`
+    (e.g. the optimum at other regularisation strengths), then the best measured runs, skipping any within
+    `min_distance` (L1) of a mixture already on the ladder.
+    """
+    lad, domains = spec.ladder, table.domains
+    rungs: list[Rung] = []
+    prior = table.prior
+    for name in lad.baselines:
+        if name == "uniform":
+            w = {d: 1 / len(domains) for d in domains}
+        else:
+            if prior is None:
+                continue
+            w = dict(zip(domains, prior.tolist(), strict=True))
+        rungs.append(Rung(name, "baseline", w))
+    for i, mix in enumerate(spec.include_mixtures):
+        total = sum(mix.values())
+        rungs.append(Rung(f"include_mixtures[{i}]", "baseline", {d: float(mix.get(d, 0.0)) / total for d in domains}))
+    lam = details.get("kl_lambda")
+    first = f"{rec_method} (recommended" + (f", kl_lambda {lam:g})" if isinstance(lam, int | float) else ")")
+    pool: list[tuple[str, dict[str, float]]] = [(first, rec_weights)]
+    for c in details.get("candidates") or []:
+        pool.append((str(c.get("label", rec_method)), {d: float(v) for d, v in c["weights"].items()}))
+    ok, y = table.usable(spec.objective)
+    for i in np.argsort(y, kind="stable")[:3 * lad.candidates]:
+        pool.append((f"best run {ok.run_ids()[int(i)]}", dict(zip(domains, ok.weights[int(i)].tolist(),
+                                                                   strict=True))))
+    n = 0
+    for label, w in pool:
+        if n >= lad.candidates:
+            break
+        if any(_l1(w, r.weights, domains) < max(lad.min_distance, 1e-6) for r in rungs):
+            continue
+        rungs.append(Rung(label, "candidate", w))
+        n += 1
+    return rungs
+
+
+def decide(rungs: list[Rung], ladder_table: RunTable, spec: SearchSpec) -> dict[str, Any]:
+    """The ladder's verdict from its runs: per mixture the objective per seed, the best candidate, the better
+    baseline, their paired gap and its standard error, and which of the two is recommended and why."""
+    df = ladder_table.df
+    seeds = ladder_seeds(spec)
+    obj = ladder_table.objective(spec.objective) if len(df) and ladder_table.loss_columns else np.full(len(df), np.nan)
+    rows = []
+    for r in rungs:
+        vals = []
+        for s in seeds:
+            m = ((df["source"] == LADDER + r.label) & (df["seed"] == s) & (df["status"] == "ok")).to_numpy()
+            vals.append(float(obj[m][0]) if m.any() and math.isfinite(obj[m][0]) else float("nan"))
+        v = np.array(vals)
+        rows.append({"label": r.label, "kind": r.kind, "weights": r.weights, "values": vals,
+                     "mean": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan"),
+                     "complete": bool(np.isfinite(v).all())})
+    cands = [r for r in rows if r["kind"] == "candidate" and r["complete"]]
+    bases = [r for r in rows if r["kind"] == "baseline" and r["complete"]]
+    out: dict[str, Any] = {"seeds": seeds, "rows": rows}
+    if not bases:
+        out.update(winner=None, reason="no baseline finished on every ladder seed: the ladder cannot judge; the "
+                   "optimizer's recommendation stands unverified")
+        return out
+    base = min(bases, key=lambda r: r["mean"])
+    out["baseline"] = base["label"]
+    if not cands:
+        out.update(winner=base["label"], reason=f"no candidate finished on every ladder seed; recommending the "
+                   f"better baseline, {base['label']}")
+        return out
+    cand = min(cands, key=lambda r: r["mean"])
+    d = np.asarray(cand["values"]) - np.asarray(base["values"])
+    gap = float(d.mean())
+    se = float(d.std(ddof=1) / math.sqrt(len(d)))
+    beats = gap < -2 * se if se > 0 else gap < 0
+    out.update(candidate=cand["label"], gap=gap, se=se, beats=bool(beats))
+    if beats:
+        out.update(winner=cand["label"], reason=f"{cand['label']} beat {base['label']} at the ladder's fidelity "
+                   f"by {-gap:.4f} (paired over {len(d)} seeds, 2 SE = {2 * se:.4f})")
+    else:
+        out.update(winner=base["label"], reason=f"no candidate beat {base['label']} beyond 2 standard errors at "
+                   f"the ladder's fidelity (best candidate {cand['label']}: gap {gap:+.4f}, 2 SE = "
+                   f"{2 * se:.4f}); recommending {base['label']}")
+    return out
