@@ -133,3 +133,35 @@ def test_default_ensemble_screening_matches_exact(released):
     exact = mixopt.recommend(sub, screen_keep=0, **kw)
     assert max(abs(a.weights[d] - exact.weights[d]) for d in sub.domains) < 0.02
     assert a.weights == mixopt.recommend(sub, **kw).weights
+
+
+def test_regularised_optimum_moves_toward_the_prior_and_lambda_zero_is_the_paper_optimum():
+    """λ·KL(w ‖ prior) pulls the optimum toward the token prior; λ = 0 with the aggregate model is RegMix's
+    own recommendation (the mean of the top-k), and every recommendation states its distance from the prior."""
+    from mixopt.simplex import kl_to_prior
+
+    sub = RunTable.from_csv(need_regmix()).head(48)
+    fast = dict(n_candidates=20_000, predictor="lightgbm", n_estimators=200, per_domain="aggregate")
+    r0 = mixopt.recommend(sub, optimizer="regmix", objective="loss_pile_cc", seed=3, kl_lambda=0, **fast)
+    r1 = mixopt.recommend(sub, optimizer="regmix", objective="loss_pile_cc", seed=3, kl_lambda=0.3, **fast)
+    prior = np.array([r0.details["prior"][d] for d in sub.domains])
+    w0 = np.array([r0.weights[d] for d in sub.domains])
+    w1 = np.array([r1.weights[d] for d in sub.domains])
+    assert kl_to_prior(w1, prior)[0] < kl_to_prior(w0, prior)[0]
+    assert r1.details["distance_to_prior"]["kl"] == pytest.approx(kl_to_prior(w1, prior)[0])
+    assert r0.details["kl_lambda"] == 0 and r0.details["kl_lambda_choice"] == "set"
+    auto = mixopt.recommend(sub, optimizer="regmix", objective="loss_pile_cc", seed=3, **fast)
+    assert auto.details["kl_lambda"] in auto.settings["kl_grid"] and auto.details["kl_lambda_choice"] == "out-of-fold"
+    labels = [c["kl_lambda"] for c in auto.details["candidates"]]
+    assert labels[0] == auto.details["kl_lambda"] and sorted(labels) == auto.settings["kl_grid"]
+
+
+def test_per_domain_modelling_is_compared_out_of_fold():
+    sub = RunTable.from_csv(need_regmix()).head(32)
+    rec = mixopt.recommend(sub, optimizer="regmix", objective=None, seed=0, n_candidates=5_000,
+                           predictor="lightgbm", n_estimators=100, kl_lambda=0.05)
+    cv = rec.details["modelling"]
+    assert set(cv) == {"aggregate", "raw", "log"} and rec.details["per_domain"] in cv
+    best = max(cv.values(), key=lambda v: v["spearman"])["spearman"]
+    assert cv[rec.details["per_domain"]]["spearman"] == pytest.approx(best, abs=1e-3)
+    assert any("out-of-fold Spearman" in n for n in rec.notes)

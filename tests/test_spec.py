@@ -41,6 +41,14 @@ def test_demo_spec_loads_and_inlines_references():
     ({"proxy": {"d_model": 30, "n_head": 4}}, "proxy", "multiple of n_head"),
     ({"base": {"weights": {"rust": 1.0}, "tokens": 1000}}, "base.weights", "unknown domain"),
     ({"base": {"weights": {"python": 1.0}}}, "base.tokens", "required"),
+    ({"optimizer": {"name": "regmix", "kl_lambda": -0.1}}, "optimizer", "kl_lambda must be ≥ 0"),
+    ({"optimizer": {"name": "regmix", "prior": {"python": 0.5, "rust": 0.5}}}, "optimizer", "unknown domain"),
+    ({"optimizer": {"name": "regmix", "prior": {"python": 0.5, "prose": 0.3}}}, "optimizer", "summing to 1"),
+    ({"optimizer": {"name": "mixing_law", "kl_lambda": -1}}, "optimizer", "kl_lambda"),
+    ({"ladder": {"level": 3}}, "ladder", "does not exist"),
+    ({"ladder": {"enabled": True, "seeds": 4}, "budget": {"runs": 8}}, "ladder", "larger than the budget"),
+    ({"ladder": {"seeds": 1}}, "ladder.seeds", "greater than or equal to 2"),
+    ({"proxy": {"tokens": 5000, "tokens_per_param": 50}}, "proxy", "not both"),
 ])
 def test_bad_spec_names_file_field_and_fix(tmp_path, patch, field, words):
     path = write(tmp_path, {**base(), **patch})
@@ -72,6 +80,9 @@ def test_objective_shorthand_and_description():
 
 @pytest.mark.parametrize("patch", [
     {"budgett": 3},
+    {"optimizer": {"name": "regmix", "kl_lambda": -1}},
+    {"ladder": {"level": 5}},
+    {"ladder": {"enabled": True}, "budget": {"runs": 4}},
     {"include_mixtures": [{"python": 0.7, "prose": 0.7}]},
     {"optimizer": {"name": "nope"}},
 ])
@@ -110,3 +121,24 @@ def test_cpt_demo_base_reaches_every_proxy_and_a_proxy_keeps_its_own():
     assert mine.proxies[0].base.weights == own["weights"]
     again = SearchSpec.model_validate(yaml.safe_load(spec.to_yaml()))
     assert again.proxies == spec.proxies
+
+
+def test_tokens_per_param_sets_the_budget_from_the_model_size():
+    from mixopt.proxies import model_size
+    from mixopt.spec import ProxySpec
+
+    p = ProxySpec(n_layer=1, n_head=2, d_model=16, tokens_per_param=100)
+    assert p.tokens == 100 * model_size(p, 257).total == 748_800
+    assert ProxySpec.model_validate(p.model_dump()) == p  # a job's saved copy (both keys, equal) reloads
+    bpe = p.for_vocab(8192)  # the driver re-derives the budget at the prepared dataset's vocabulary
+    assert bpe.tokens == 100 * model_size(bpe, 8192).total and bpe.tokens > p.tokens
+    nano = SearchSpec.from_yaml(ROOT / "search" / "demo.yaml").proxy
+    assert nano.tokens_per_param == 100 and nano.name == "nano"
+
+
+def test_ladder_defaults_and_shorthand():
+    spec = SearchSpec.model_validate({**SearchSpec.from_yaml(ROOT / "search" / "demo.yaml").model_dump(),
+                                      "ladder": False})
+    assert spec.ladder.enabled is False
+    demo = SearchSpec.from_yaml(ROOT / "search" / "demo.yaml")
+    assert demo.ladder.enabled == "auto" and demo.ladder_runs() == (3 + 2) * 2 <= demo.budget.runs

@@ -56,7 +56,7 @@ from mixopt.optimizers.pool import unused_rows
 from mixopt.optimizers.surrogate import CapSettings, resolve_caps, resolve_prior
 from mixopt.predictors.gp import embed
 from mixopt.runs import RunTable
-from mixopt.simplex import dirichlet, sample_mixtures
+from mixopt.simplex import dirichlet, distance_to_prior, kl_to_prior, sample_mixtures
 from mixopt.spec import TargetSpec
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,10 @@ _FIT_CACHE_SIZE = 64
 
 
 class MFBOSettings(CapSettings):
+    kl_lambda: float = Field(default=0.05, ge=0, description="the recommendation minimises the posterior mean + "
+                             "kl_lambda·KL(w ‖ prior) over the candidates; 0: the posterior-mean best (ADMIRE)")
+    kl_grid: list[float] = Field(default=[0.0, 0.01, 0.05, 0.2], description="other kl_lambda values whose "
+                                 "choices are listed as candidates for the verification ladder")
     mode: Literal["multi", "single"] = Field(default="multi", description="multi: choose mixture and fidelity "
                                              "(MES/KG per cost); single: qLogNEI at the target fidelity only")
     fidelities: list[dict[str, float]] | None = Field(
@@ -446,7 +450,12 @@ class MFBO(OptimizerBase):
                           axis=0)
         X = sur.inputs(W)
         m, sd = sur.mean_sd(X)
-        i_mean = int(np.argmax(m))
+        prior, _ = resolve_prior(self.settings, history)
+        kl = kl_to_prior(W, prior)
+        pred = sur.to_objective(m)
+        lam = self.settings.kl_lambda
+        i_mean = int(np.argmin(pred + lam * kl))
+        by_lam = {x: int(np.argmin(pred + x * kl)) for x in sorted({lam, *self.settings.kl_grid})}
         with torch.random.fork_rng():  # MES samples max values: seeded, so a rerun recommends the same
             torch.manual_seed(int(self.rng(history, "recommend").integers(2**31)))
             acq = self._acq_values(sur, X, X, data)
@@ -454,7 +463,11 @@ class MFBO(OptimizerBase):
         details: dict[str, Any] = {
             "mode": self.settings.mode, "surrogate": sur.kind, "transform": self.settings.transform,
             "acquisition": "qlognei" if sur.kind == "single" else self.settings.acquisition,
-            "candidates": len(W),
+            "n_candidates": len(W), "kl_lambda": lam, "prior": mixture_dict(history.domains, prior),
+            "distance_to_prior": distance_to_prior(W[i_mean], prior),
+            "candidates": [{"label": f"mfbo (kl_lambda {x:g})", "kl_lambda": x,
+                            "weights": mixture_dict(history.domains, W[i]), "predicted": float(pred[i]),
+                            **distance_to_prior(W[i], prior)} for x, i in by_lam.items()],
             "posterior_mean_best": {"weights": mixture_dict(history.domains, W[i_mean]),
                                     "predicted": float(sur.to_objective(m[i_mean])), "sd": float(sd[i_mean] * sur.sd)},
             "acquisition_best": {"weights": mixture_dict(history.domains, W[i_acq]),
@@ -478,8 +491,8 @@ class MFBO(OptimizerBase):
             details["cost_spent"] = float(self._spent(history, levels))
         else:
             notes.append("no fidelity levels listed (optimizer.fidelities): single-fidelity BO (qLogNEI) on every run")
-        notes.append(f"posterior-mean best of {len(W)} candidates at the target fidelity; the acquisition-based "
-                     "choice is in details")
+        notes.append(f"posterior-mean best of {len(W)} candidates at the target fidelity, regularised by "
+                     f"kl_lambda {lam:g} (KL(w ‖ prior) {kl[i_mean]:.3f}); the acquisition-based choice is in details")
         return self._recommendation(W[i_mean], history, predicted=float(sur.to_objective(m[i_mean])),
                                     uncertainty=float(sd[i_mean] * sur.sd), runs_used=data.run_ids, notes=notes,
                                     details=details)

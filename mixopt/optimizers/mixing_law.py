@@ -25,7 +25,7 @@ from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation, mixt
 from mixopt.optimizers.law_common import domain_bounds, fidelity_values, fit_notes, propose_at_levels
 from mixopt.optimizers.random_search import history_prior
 from mixopt.runs import RunTable
-from mixopt.simplex import SamplerSettings, sample_mixtures
+from mixopt.simplex import SamplerSettings, distance_to_prior, sample_mixtures
 from mixopt.spec import TargetSpec
 
 
@@ -42,8 +42,12 @@ class MixingLawSettings(SamplerSettings):
     caps: dict[str, float] | None = Field(default=None, description="largest weight per domain (on top of the "
                                           "target's repetition caps)")
     bootstrap: int = Field(default=16, ge=0, description="refits on resampled mixtures for intervals")
-    prior: dict[str, float] | None = Field(default=None, description="domain token shares for proposals, when "
-                                           "the run table has no token counts")
+    prior: dict[str, float] | None = Field(default=None, description="domain token shares for proposals and the "
+                                           "regulariser, when the run table has no token counts")
+    kl_lambda: float = Field(default=0.05, ge=0, description="the optimum minimises the law's prediction + "
+                             "kl_lambda·KL(r ‖ prior) (convex); 0: the law's own optimum")
+    kl_grid: list[float] = Field(default=[0.0, 0.01, 0.05, 0.2], description="other kl_lambda values whose "
+                                 "optima are listed as candidates for the verification ladder")
 
 
 class MixingLawOptimizer(OptimizerBase):
@@ -116,7 +120,10 @@ class MixingLawOptimizer(OptimizerBase):
                              seed=self.seed)
         caps = self._caps(history, target)
         start = nested.mixtures[int(np.argmin(law.aggregate(nested.mixtures)))]
-        w = optimise_mixture(law, caps=caps, start=start)
+        prior = self._prior(history)
+        optima = {x: optimise_mixture(law, caps=caps, start=start, kl_lambda=x, prior=prior)
+                  for x in sorted({s.kl_lambda, *s.kl_grid})}
+        w = optima[s.kl_lambda]
         predicted = float(law.aggregate(w[None, :])[0])
         spread = [float(b.aggregate(w[None, :])[0]) for b in law.samples]
         uncertainty = float(np.std(spread, ddof=1)) if len(spread) > 1 else None
@@ -124,8 +131,17 @@ class MixingLawOptimizer(OptimizerBase):
         notes = fit_notes(ok) + nested.notes
         notes.append(f"mixing law fitted on {len(nested.mixtures)} mixtures × {len(cols)} loss column(s); "
                      f"in-sample MAE {fit_mae:.4f}")
+        dist = distance_to_prior(w, prior)
+        notes.append(f"regularised optimum: kl_lambda {s.kl_lambda:g}; KL(w ‖ prior) {dist['kl']:.3f}, "
+                     f"L1 {dist['l1']:.3f}")
         details: dict = {"law": law.summary(history.domains), "aggregation": "weights" if shares is not None
-                         else "mean", "fit_mae": fit_mae, "mixtures_fitted": len(nested.mixtures)}
+                         else "mean", "fit_mae": fit_mae, "mixtures_fitted": len(nested.mixtures),
+                         "kl_lambda": s.kl_lambda, "prior": mixture_dict(history.domains, prior),
+                         "distance_to_prior": dist,
+                         "candidates": [{"label": f"mixing_law (kl_lambda {x:g})", "kl_lambda": x,
+                                         "weights": mixture_dict(history.domains, ox),
+                                         "predicted": float(law.aggregate(ox[None, :])[0]),
+                                         **distance_to_prior(ox, prior)} for x, ox in optima.items()]}
         if nested.size_laws:
             details["size_law"] = {"target_params": t_params, "sizes": nested.sizes.tolist(),
                                    "alpha": {c: law_.alpha for c, law_ in zip(cols, nested.size_laws, strict=True)}}

@@ -82,7 +82,9 @@ def plan(spec: SearchSpec, rec_weights: dict[str, float], rec_method: str, detai
         rungs.append(Rung(name, "baseline", w))
     for i, mix in enumerate(spec.include_mixtures):
         total = sum(mix.values())
-        rungs.append(Rung(f"include_mixtures[{i}]", "baseline", {d: float(mix.get(d, 0.0)) / total for d in domains}))
+        w = {d: float(mix.get(d, 0.0)) / total for d in domains}
+        if all(_l1(w, r.weights, domains) > 1e-6 for r in rungs):  # e.g. uniform listed again: trained once
+            rungs.append(Rung(f"include_mixtures[{i}]", "baseline", w))
     lam = details.get("kl_lambda")
     first = f"{rec_method} (recommended" + (f", kl_lambda {lam:g})" if isinstance(lam, int | float) else ")")
     pool: list[tuple[str, dict[str, float]]] = [(first, rec_weights)]

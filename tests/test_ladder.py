@@ -1,0 +1,92 @@
+"""The verification ladder's choices, on run tables built by hand (no training): which mixtures it trains and
+how its verdict follows the paired seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mixopt.runs import RunTable
+from mixopt.search import ladder
+from mixopt.spec import SearchSpec, load_dataset
+from tests.conftest import DEMO_DOMAINS, ROOT
+
+COUNTS = {d: float(i + 1) * 1e6 for i, d in enumerate(DEMO_DOMAINS)}
+
+
+def spec(**over) -> SearchSpec:
+    return SearchSpec(name="t", dataset=load_dataset(ROOT / "datasets" / "demo.yaml"),
+                      proxy=dict(n_layer=1, d_model=16, n_head=2, tokens=8192),
+                      optimizer={"name": "regmix"}, budget={"runs": 16}, **over)
+
+
+def search_table(n: int = 12, seed: int = 0) -> RunTable:
+    rng = np.random.default_rng(seed)
+    W = rng.dirichlet(np.ones(len(DEMO_DOMAINS)), n)
+    df = pd.DataFrame(W, columns=[f"w_{d}" for d in DEMO_DOMAINS])
+    for j, d in enumerate(DEMO_DOMAINS):
+        df[f"loss_{d}"] = 3 - W[:, j] + 0.01 * j
+    df["status"] = "ok"
+    df["run_id"] = [f"r{i:04d}" for i in range(n)]
+    return RunTable(df, token_counts=COUNTS)
+
+
+def test_plan_keeps_candidates_apart_and_puts_baselines_first():
+    s = spec(include_mixtures=[{d: 1 / 7 for d in DEMO_DOMAINS}, {"python": 0.5, "prose": 0.5}])
+    table = search_table()
+    rec = {d: 0.0 for d in DEMO_DOMAINS} | {"python": 1.0}
+    near = {d: 0.0 for d in DEMO_DOMAINS} | {"python": 0.97, "prose": 0.03}  # within 0.1 of rec: skipped
+    far = {d: 0.0 for d in DEMO_DOMAINS} | {"cpp": 1.0}
+    rungs = ladder.plan(s, rec, "regmix", {"candidates": [{"label": "a", "weights": near},
+                                                          {"label": "b", "weights": far}]}, table)
+    assert [r.kind for r in rungs[:3]] == ["baseline"] * 3
+    assert [r.label for r in rungs[:3]] == ["natural", "uniform", "include_mixtures[1]"]  # [0] is uniform
+    cands = [r for r in rungs if r.kind == "candidate"]
+    assert len(cands) == 3 and cands[0].label == "regmix (recommended)" and cands[1].label == "b"
+    assert cands[2].label.startswith("best run")  # filled from the best measured runs
+    w = [np.array([r.weights[d] for d in DEMO_DOMAINS]) for r in rungs]
+    for i in range(len(w)):
+        for j in range(i):
+            assert np.abs(w[i] - w[j]).sum() >= 0.1
+
+
+def ladder_table(rungs, values: dict[str, list[float]], seeds: list[int]) -> RunTable:
+    rows = []
+    for r in rungs:
+        for s, v in zip(seeds, values[r.label], strict=True):
+            rows.append({**{f"w_{d}": r.weights[d] for d in DEMO_DOMAINS}, **{f"loss_{d}": v for d in DEMO_DOMAINS},
+                         "status": "ok" if v == v else "failed", "source": ladder.LADDER + r.label, "seed": s})
+    return RunTable(pd.DataFrame(rows), token_counts=COUNTS)
+
+
+@pytest.mark.parametrize("cand, verdict", [
+    ([2.90, 2.91, 2.92], "candidate"),     # better on every seed by 0.1: beyond 2 SE
+    ([2.99, 3.02, 3.00], "uniform"),       # within noise of the better baseline: the baseline is kept
+    ([3.20, 3.25, 3.30], "uniform"),       # worse
+])
+def test_decide_recommends_a_candidate_only_beyond_two_standard_errors(cand, verdict):
+    s = spec(ladder={"seeds": 3, "candidates": 1})
+    rungs = ladder.plan(s, {d: 0.0 for d in DEMO_DOMAINS} | {"python": 1.0}, "regmix", {}, search_table())
+    seeds = ladder.ladder_seeds(s)
+    values = {"natural": [3.05, 3.06, 3.04], "uniform": [3.00, 3.01, 3.02], "regmix (recommended)": cand}
+    out = ladder.decide(rungs, ladder_table(rungs, values, seeds), s)
+    assert out["baseline"] == "uniform"
+    assert out["winner"] == ("regmix (recommended)" if verdict == "candidate" else "uniform")
+    assert out["beats"] is (verdict == "candidate")
+    assert abs(out["gap"] - (np.mean(cand) - 3.01)) < 1e-9 and out["se"] >= 0
+
+
+def test_decide_ignores_a_mixture_that_failed_on_a_seed():
+    s = spec(ladder={"seeds": 2, "candidates": 1})
+    rungs = ladder.plan(s, {d: 0.0 for d in DEMO_DOMAINS} | {"python": 1.0}, "regmix", {}, search_table())
+    values = {"natural": [3.05, 3.06], "uniform": [3.00, 3.01], "regmix (recommended)": [2.0, float("nan")]}
+    out = ladder.decide(rungs, ladder_table(rungs, values, ladder.ladder_seeds(s)), s)
+    assert out["winner"] == "uniform" and "no candidate finished" in out["reason"]
+
+
+def test_ladder_fidelity_is_the_next_level_or_the_proxy_for_longer():
+    assert ladder.ladder_fidelity(spec()) == {"level": 0, "tokens": 4 * 8192}
+    up = spec(fidelities=[dict(name="big", n_layer=2, d_model=32, n_head=2, tokens=16384)])
+    assert ladder.ladder_fidelity(up) == {"level": 1}
+    assert ladder.ladder_seeds(up) == ladder.ladder_seeds(up) and len(set(ladder.ladder_seeds(up))) == 2
