@@ -111,6 +111,48 @@ def test_resume_after_the_driver_is_killed(tmp_path):
         {k: c.info.status for k, c in children.items()}, res.stdout[-3000:])
 
 
+def test_the_ladder_runs_after_the_search_and_resumes_after_a_kill(tmp_path):
+    """The verification ladder's runs are write-ahead rows like any other: a driver killed mid-ladder resumes
+    with the finished ladder runs untouched and the rest re-run; the verdict lands in the recommendation."""
+    wd = tmp_path / "wd"
+    spec = tiny_spec_yaml(tmp_path, runs=6, parallelism=2, tokens=8 * 64 * 30,
+                          extra="ladder: {enabled: true, candidates: 1, seeds: 2}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "mixopt.cli", "submit", str(spec), "--workdir", str(wd)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200"}, start_new_session=True)
+    deadline = time.time() + 300
+    db = None
+    while time.time() < deadline:
+        found = list((wd / "jobs").glob("*/runs.sqlite")) if (wd / "jobs").is_dir() else []
+        if found and len(results(found[0])) >= 8:  # the 6 search runs and 2 of the 6 ladder runs
+            db = found[0]
+            break
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    assert db is not None, "the ladder did not start in time"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = results(db)
+    store = JobStore(db.parent)
+    assert len(store.ladder_proposals()) == 6 and 8 <= len(before) < 12
+
+    res = run_cli("resume", store.job_id, "--workdir", str(wd), timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    after = results(db)
+    assert sorted(after) == [f"r{i:04d}" for i in range(12)] and {k: after[k] for k in before} == before
+    full = store.run_table(ladder=True)
+    lad = full.df[full.df["stage"] == "ladder"]
+    assert len(lad) == 6 and set(lad["status"]) == {"ok"} and lad["seed"].nunique() == 2
+    assert set(lad["fid_tokens"]) == {4 * 8 * 64 * 30}  # the proxy trained 4× longer
+    assert len(store.run_table()) == 6  # optimizers see the search's runs only
+    rec = json.loads((db.parent / "recommendation.json").read_text())
+    verdict = rec["details"]["ladder"]
+    assert verdict["winner"] in {r["label"] for r in verdict["rows"]} and len(verdict["rows"]) == 3
+    assert rec["details"]["verified_by"].startswith("ladder") and "distance_to_prior" in rec["details"]
+    assert any(n.startswith("verification ladder:") for n in rec["notes"])
+    assert sorted(mlflow_children(wd, store)) == sorted(after)  # each ladder run is a child run too
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
