@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     from mixopt.data import prepare
     from mixopt.proxies import model_size
-    from mixopt.spec import ProxySpec, load_dataset
+    from mixopt.spec import ProxySpec, SearchSpec, load_dataset
 
     dataset = load_dataset(args.dataset)
     data = prepare(dataset, workdir / "data")
@@ -332,12 +332,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     #    aggregate objective, no ladder) and Optuna's TPE, each with as many proxy runs as that compute buys.
     searches: dict[str, dict] = {}
     skipped: dict[str, str] = {}
-    opt = {"name": "regmix", "n_candidates": cfg["n_candidates"]}
-    con.print(f"[bold]search default[/] (regmix, {cfg['runs']} proxy runs + the ladder)")
+    demo = SearchSpec.from_yaml(ROOT / "search" / "demo.yaml")  # the default recipe's optimizer settings
+    opt = {"name": demo.optimizer.name, **demo.optimizer.settings, "n_candidates": cfg["n_candidates"]}
+    if mode == "full":
+        cfg["ladder"] = {"candidates": demo.ladder.candidates, "seeds": demo.ladder.seeds}
+    con.print(f"[bold]search default[/] (regmix as search/demo.yaml sets it, {cfg['runs']} proxy runs + the ladder)")
     searches["default"] = run_search("default", opt, cfg, objective, workdir, args.seed, con.print, dataset,
                                      cfg["runs"], ladder=True)
     equal_runs = max(cfg["runs"], int(round(searches["default"]["proxy_flops"] / proxy_run_flops)))
-    plan = [("regmix λ=0, no ladder", {**opt, "kl_lambda": 0.0, "per_domain": "aggregate"}),
+    today = {"name": "regmix", "n_candidates": cfg["n_candidates"], "kl_lambda": 0.0, "per_domain": "aggregate"}
+    plan = [("regmix λ=0, no ladder", today),
             ("tpe", {"name": "tpe"})]
     for name, o in plan:
         con.print(f"[bold]search {name}[/] ({equal_runs} proxy runs: the default's compute)")

@@ -510,7 +510,32 @@ def _print_recommendation(rec: dict[str, Any], path: Path | None) -> None:
         unc = f" ± {rec['uncertainty']:.4f}" if rec.get("uncertainty") is not None else ""
         console.print(f"predicted objective: [bold]{rec['predicted']:.4f}[/]{unc}  "
                       f"(from {len(rec.get('runs_used', []))} runs)")
-    clusters = (rec.get("details") or {}).get("clusters")
+    details = rec.get("details") or {}
+    evidence = []
+    if details.get("oof_spearman") is not None:
+        evidence.append(f"out-of-fold ρ {details['oof_spearman']:.2f}")
+    if details.get("best_run"):
+        evidence.append(f"best measured run {details['best_run']['run_id']} {details['best_run']['objective']:.4f}")
+    if details.get("distance_to_prior"):
+        dp = details["distance_to_prior"]
+        evidence.append(f"from the prior: KL {dp['kl']:.3f}, L1 {dp['l1']:.3f}")
+    if details.get("kl_lambda") is not None:
+        evidence.append(f"kl_lambda {details['kl_lambda']:g} ({details.get('kl_lambda_choice', 'set')})")
+    if evidence:
+        console.print("evidence: " + "; ".join(evidence), highlight=False)
+    lad = details.get("ladder")
+    if lad and lad.get("rows"):
+        fid = lad.get("fidelity") or {}
+        lt = Table(title=f"verification ladder: {fid.get('params', 0):,.0f} params × {fid.get('tokens', 0):,.0f} "
+                         f"tokens, {len(lad.get('seeds', []))} paired seeds")
+        for c in ("mixture", "kind", "objective per seed", "mean", ""):
+            lt.add_column(c, justify="right" if c == "mean" else "left")
+        for r in sorted(lad["rows"], key=lambda r: (r["mean"] != r["mean"], r["mean"])):
+            vals = ", ".join("failed" if v != v else f"{v:.4f}" for v in r["values"])
+            lt.add_row(r["label"], r["kind"], vals, f"{r['mean']:.4f}", "◀ recommended" if r["label"] ==
+                       lad.get("winner") else "")
+        console.print(lt)
+    clusters = details.get("clusters")
     if clusters:  # discovered domains (climb with `manifest`): what each cluster holds, next to its weight
         ct = Table(title="the clusters", show_lines=True)
         for c in ("domain", "weight", "documents", "top terms", "example"):

@@ -90,3 +90,20 @@ def test_ladder_fidelity_is_the_next_level_or_the_proxy_for_longer():
     up = spec(fidelities=[dict(name="big", n_layer=2, d_model=32, n_head=2, tokens=16384)])
     assert ladder.ladder_fidelity(up) == {"level": 1}
     assert ladder.ladder_seeds(up) == ladder.ladder_seeds(up) and len(set(ladder.ladder_seeds(up))) == 2
+
+
+def test_baselines_the_ladder_cannot_separate_are_ordered_by_the_search():
+    """Natural and uniform within noise on the ladder: the search's own runs of both decide which is kept."""
+    s = spec(ladder={"seeds": 3, "candidates": 1})
+    table = search_table()
+    rungs = ladder.plan(s, {d: 0.0 for d in DEMO_DOMAINS} | {"python": 1.0}, "regmix", {}, table)
+    values = {"natural": [3.00, 3.04, 3.01], "uniform": [3.02, 3.01, 3.03], "regmix (recommended)": [3.3] * 3}
+    lt = ladder_table(rungs, values, ladder.ladder_seeds(s))
+    assert ladder.decide(rungs, lt, s)["winner"] == "natural"  # no search evidence: the ladder's lower mean
+    by = {r.label: r.weights for r in rungs}
+    extra = pd.DataFrame([{**{f"w_{d}": by[n][d] for d in DEMO_DOMAINS}, **{f"loss_{d}": v for d in DEMO_DOMAINS},
+                           "status": "ok", "run_id": f"b{n}"} for n, v in (("natural", 3.2), ("uniform", 3.1))])
+    searched = RunTable(pd.concat([table.df, extra], ignore_index=True), token_counts=COUNTS)
+    out = ladder.decide(rungs, lt, s, searched)
+    assert out["winner"] == "uniform" and out["baselines_apart"] is False and "better in the search" in \
+        out["baseline_choice"]

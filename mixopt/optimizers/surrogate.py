@@ -40,6 +40,9 @@ class SurrogateSettings(CapSettings):
     n_candidates: int = Field(default=1_000_000, ge=1, description="simulated mixtures scored by the predictor")
     top_k: int = Field(default=128, ge=1, description="mean of the k best-predicted candidates")
     candidate_strength: float = Field(default=1.0, gt=0, description="Dirichlet(prior·strength) candidates")
+    local_share: float = Field(default=0.5, ge=0, le=1, description="share of candidates drawn near the prior "
+                               "(Dirichlet strengths log-uniform in 10–1000) when some kl_lambda > 0: the "
+                               "regularised optimum lies there, where Dirichlet(prior·1) draws almost never land")
     chunk_size: int = Field(default=250_000, ge=1000, description="candidates scored per chunk (memory)")
     screen_keep: float = Field(default=0.01, ge=0, le=1, description="share of each chunk a cheap pre-ranking "
                                "keeps for exact scoring (0: score every candidate exactly)")
@@ -54,9 +57,11 @@ class SurrogateSettings(CapSettings):
         "chosen out of fold from kl_grid (and verified by the search's ladder); 0: the unregularised optimum")
     kl_grid: list[float] = Field(default=[0.0, 0.01, 0.03, 0.1, 0.3], min_length=1,
                                  description="values of kl_lambda that `auto` chooses among")
-    per_domain: Literal["auto", "aggregate", "raw", "log"] = Field(
+    per_domain: Literal["auto", "aggregate", "raw", "log", "loglinear"] = Field(
         default="auto", description="model the objective directly (aggregate) or each domain's loss (raw, or "
-        "its log) aggregated with the objective's weights; auto: whichever ranks runs best out of fold")
+        "its log) with the predictor, aggregated with the objective's weights; loglinear: each domain's log-loss "
+        "linear in w (the data mixing law's form, fitted by least squares); auto: whichever ranks runs best out "
+        "of fold")
     cv_folds: int = Field(default=4, ge=2, description="folds of the out-of-fold checks")
 
     @field_validator("kl_lambda")
@@ -158,6 +163,8 @@ class SurrogateOptimizer(OptimizerBase):
                   seed: int) -> Any:
         if mode == "aggregate":
             return self._model(seed).fit(X, y)
+        if mode == "loglinear":
+            return PerDomainPredictor(lambda: make_predictor("linear"), a, "log").fit(X, Y)
         return PerDomainPredictor(lambda: self._model(seed), a, "log" if mode == "log" else "raw").fit(X, Y)
 
     def _fit_best(self, ok: RunTable, y: np.ndarray) -> tuple[Any, str, dict[str, dict[str, float]], np.ndarray]:
@@ -171,9 +178,11 @@ class SurrogateOptimizer(OptimizerBase):
         cols, a = self._columns(ok)
         Y = ok.df[cols].to_numpy(dtype=float)
         per_domain_ok = len(cols) > 1 and np.isfinite(Y).all() and (Y > 0).all()
+        # The log-linear law needs more runs than weights to be determined.
         modes = ([s.per_domain] if s.per_domain != "auto"
-                 else ["aggregate", "raw", "log"] if per_domain_ok else ["aggregate"])
-        if s.per_domain in ("raw", "log") and not per_domain_ok:
+                 else ["aggregate", "raw", "log"] + (["loglinear"] if len(y) > 2 * X_dim(ok) else [])
+                 if per_domain_ok else ["aggregate"])
+        if s.per_domain in ("raw", "log", "loglinear") and not per_domain_ok:
             modes = ["aggregate"]
         X = ok.weights
         n = len(y)
@@ -246,7 +255,8 @@ class SurrogateOptimizer(OptimizerBase):
         notes = list(ok.notes) + [n for n in (prior_note, caps_note) if n]
         picked = (f"the best of {n_feasible:,}" if len(top_w) == 1
                   else f"mean of the top {len(top_w)} of {n_feasible:,}")
-        what = "the objective" if mode == "aggregate" else f"each domain's {'log ' if mode == 'log' else ''}loss"
+        what = {"aggregate": "the objective", "raw": "each domain's loss", "log": "each domain's log-loss",
+                "loglinear": "each domain's log-loss as linear in w"}[mode]
         notes.append(f"{s.predictor} fitted on {len(ok)} runs, modelling {what} (out-of-fold Spearman ρ "
                      f"{cv[mode]['spearman']:.2f}); {picked} feasible candidates ({n_exact:,} scored exactly)")
         dist = distance_to_prior(w, prior)
@@ -302,6 +312,7 @@ class SurrogateOptimizer(OptimizerBase):
         s = self.settings
         k = min(s.top_k if k is None else k, s.n_candidates)
         D = len(prior)
+        local = s.local_share if any(lam > 0 for lam in lambdas) else 0.0
         best = {lam: (np.empty((0, D)), np.empty(0), np.empty(0)) for lam in lambdas}  # w, pred, score
         n_exact = n_feasible = 0
         left = s.n_candidates
@@ -309,6 +320,11 @@ class SurrogateOptimizer(OptimizerBase):
             m = min(left, s.chunk_size)
             left -= m
             C = dirichlet(prior * s.candidate_strength, m, rng)
+            n_local = int(round(local * m))
+            if n_local:  # near-prior candidates, where a penalised optimum lies (RegMix's draws are extreme)
+                strength = 10 ** rng.uniform(1, 3, n_local)
+                gam = rng.gamma(np.maximum(prior[None, :] * strength[:, None], 1e-12))
+                C[:n_local] = gam / np.maximum(gam.sum(axis=1, keepdims=True), 1e-300)
             if caps is not None:
                 C = C[(C <= caps[None, :]).all(axis=1)]
             n_feasible += len(C)
@@ -364,6 +380,10 @@ class SurrogateOptimizer(OptimizerBase):
                                self.seed + b + 1)
             preds.append(float(m.predict(w[None, :])[0]))
         return float(np.std(preds, ddof=1))
+
+
+def X_dim(table: RunTable) -> int:
+    return len(table.domains)
 
 
 def _by_closeness(lambdas: list[float], chosen: float) -> list[float]:

@@ -448,7 +448,7 @@ class Search:
         mirror.catch_up(force=True)
         full = store.run_table(ladder=True)
         lad_table = full.select((full.df["stage"] == "ladder").to_numpy())
-        verdict = ladder.decide(rungs, lad_table, spec)
+        verdict = ladder.decide(rungs, lad_table, spec, table)
         search_flops = float(table.df.get("fid_flops", pd.Series(dtype=float)).fillna(0).sum())
         ladder_flops = float(lad_table.df.get("fid_flops", pd.Series(dtype=float)).fillna(0).sum())
         verdict.update(fidelity=record, runs=len(lad_table), compute_flops=ladder_flops, search_flops=search_flops,
@@ -633,10 +633,15 @@ class Search:
         round_ = store.next_round()
         history = store.run_table()
         mixtures: list[tuple[Proposal, str]] = []
-        for i in range(done, min(done + n, len(spec.include_mixtures))):
-            mix = spec.include_mixtures[i]
+        fixed = [(m, "include") for m in spec.include_mixtures]
+        if self._ladder_on(self.optimizer)[0]:
+            # The ladder's baselines are trained first at the proxy scale too: when the ladder cannot tell
+            # them apart, the search's measurement of each decides which one a candidate must beat.
+            fixed = [(b, "baseline") for b in self._baselines(history)] + fixed
+        for i in range(done, min(done + n, len(fixed))):
+            mix, src = fixed[i]
             total = sum(mix.values())  # within 1e-3 of 1 (checked at load); stored exactly on the simplex
-            mixtures.append((Proposal({d: float(mix.get(d, 0.0)) / total for d in history.domains}), "include"))
+            mixtures.append((Proposal({d: float(mix.get(d, 0.0)) / total for d in history.domains}), src))
         if len(mixtures) < n:
             for prop in self.optimizer.propose(history, n - len(mixtures)):
                 mixtures.append((prop, self.optimizer.name))
@@ -650,6 +655,15 @@ class Search:
             out.append(PendingRun(run_id=f"r{start + i:04d}", idx=start + i, round=round_,
                                   seed=run_seed(spec.seed, start + i), weights=prop.weights, fidelity=record,
                                   source=src, schedule=prop.schedule))
+        return out
+
+    def _baselines(self, history: RunTable) -> list[dict[str, float]]:
+        out = []
+        for name in self.spec.ladder.baselines:
+            if name == "uniform":
+                out.append({d: 1 / len(history.domains) for d in history.domains})
+            elif history.prior is not None:
+                out.append(dict(zip(history.domains, history.prior.tolist(), strict=True)))
         return out
 
     def _record(self, p: PendingRun, res: dict[str, Any], mirror: _Mirror) -> None:

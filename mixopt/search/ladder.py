@@ -105,9 +105,26 @@ def plan(spec: SearchSpec, rec_weights: dict[str, float], rec_method: str, detai
     return rungs
 
 
-def decide(rungs: list[Rung], ladder_table: RunTable, spec: SearchSpec) -> dict[str, Any]:
+def _measured(table: RunTable | None, w: dict[str, float], spec: SearchSpec) -> float | None:
+    """Mean objective of the search runs that trained exactly this mixture (e.g. an `include_mixtures` entry)."""
+    if table is None or not len(table):
+        return None
+    ok, y = table.usable(spec.objective)
+    if not len(ok):
+        return None
+    target = np.array([w.get(d, 0.0) for d in ok.domains])
+    same = np.abs(ok.weights - target[None, :]).sum(axis=1) < 1e-6
+    return float(y[same].mean()) if same.any() else None
+
+
+def decide(rungs: list[Rung], ladder_table: RunTable, spec: SearchSpec, search: RunTable | None = None
+           ) -> dict[str, Any]:
     """The ladder's verdict from its runs: per mixture the objective per seed, the best candidate, the better
-    baseline, their paired gap and its standard error, and which of the two is recommended and why."""
+    baseline, their paired gap and its standard error, and which of the two is recommended and why.
+
+    The better baseline is the one with the lower mean on the ladder, unless the ladder cannot tell them apart
+    (their paired gap within two standard errors) and the search trained both: then the proxies' measurement
+    decides, since many long-trained proxies measure a difference that two seeds of a larger model cannot."""
     df = ladder_table.df
     seeds = ladder_seeds(spec)
     obj = ladder_table.objective(spec.objective) if len(df) and ladder_table.loss_columns else np.full(len(df), np.nan)
@@ -129,6 +146,18 @@ def decide(rungs: list[Rung], ladder_table: RunTable, spec: SearchSpec) -> dict[
                    "optimizer's recommendation stands unverified")
         return out
     base = min(bases, key=lambda r: r["mean"])
+    if len(bases) > 1:
+        other = min((b for b in bases if b is not base), key=lambda r: r["mean"])
+        d = np.asarray(other["values"]) - np.asarray(base["values"])
+        se = float(d.std(ddof=1) / math.sqrt(len(d)))
+        by_rung = {r.label: r for r in rungs}
+        m_base, m_other = (_measured(search, by_rung[b["label"]].weights, spec) for b in (base, other))
+        out["baselines_apart"] = bool(abs(d.mean()) > 2 * se)
+        if not out["baselines_apart"] and m_base is not None and m_other is not None and m_other < m_base:
+            out["baseline_choice"] = (f"{other['label']} over {base['label']}: within noise on the ladder "
+                                      f"({-d.mean():+.4f}, 2 SE = {2 * se:.4f}), better in the search "
+                                      f"({m_other:.4f} vs {m_base:.4f})")
+            base = other
     out["baseline"] = base["label"]
     if not cands:
         out.update(winner=base["label"], reason=f"no candidate finished on every ladder seed; recommending the "

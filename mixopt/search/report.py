@@ -70,6 +70,7 @@ def write_report(store: JobStore, out: Path | None = None) -> Path:
     _objective_by_cost(page, go, df, ok)
     _predicted_vs_measured(page, go, store, table, spec)
     _recommendation_vs_baselines(page, go, df, ok, domains, table, rec)
+    _ladder(page, go, rec)
     _sensitivity(page, go, df, ok, domains)
     _fidelity_usage(page, go, df, spec)
     _clusters(page, go, spec, rec, domains)
@@ -229,6 +230,33 @@ def _recommendation_vs_baselines(page: _Page, go: Any, df: pd.DataFrame, ok: np.
     fig.update_yaxes(title="weight")
     page.chart(title, fig, "The recommendation next to the best run measured, equal weights and the corpus' own "
                "proportions.")
+
+
+def _ladder(page: _Page, go: Any, rec: dict[str, Any] | None) -> None:
+    """The verification ladder: each mixture's objective per paired seed at the larger fidelity, and the verdict."""
+    title = "Verification ladder"
+    lad = ((rec or {}).get("details") or {}).get("ladder")
+    if not lad or not lad.get("rows"):
+        page.note(title, "No ladder: it was off, skipped (see the recommendation's notes), or the search has not "
+                  "ended.")
+        return
+    rows = sorted(lad["rows"], key=lambda r: (r["mean"] != r["mean"], r["mean"]))
+    fig = go.Figure()
+    fig.add_bar(x=[r["label"] for r in rows], y=[r["mean"] for r in rows], name="mean over seeds",
+                marker={"color": [COLORS[3] if r["label"] == lad.get("winner") else
+                                  COLORS[0] if r["kind"] == "candidate" else COLORS[7] for r in rows]})
+    for j, seed in enumerate(lad.get("seeds", [])):
+        fig.add_scatter(x=[r["label"] for r in rows], y=[r["values"][j] for r in rows], mode="markers",
+                        name=f"seed {seed}", marker={"size": 8, "color": COLORS[(j + 1) % len(COLORS)]})
+    vals = [v for r in rows for v in r["values"] if v == v]
+    if vals:
+        pad = (max(vals) - min(vals)) * 0.5 + 1e-3
+        fig.update_yaxes(range=[min(vals) - pad, max(vals) + pad], title="objective at the ladder's fidelity")
+    fid = lad.get("fidelity") or {}
+    ratio = lad.get("compute_vs_search")
+    page.chart(title, fig, f"{lad.get('reason', '')}. Trained at {fid.get('params', 0):,.0f} parameters × "
+               f"{fid.get('tokens', 0):,.0f} tokens, every mixture of a seed with the same initialisation and data "
+               f"order; the ladder's compute was {ratio:.2f}× the search's." if ratio else lad.get("reason", ""))
 
 
 def _sensitivity(page: _Page, go: Any, df: pd.DataFrame, ok: np.ndarray, domains: list[str]) -> None:
