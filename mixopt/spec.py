@@ -589,6 +589,10 @@ class SearchSpec(_Strict):
     include_mixtures: list[dict[str, float]] = Field(
         default_factory=list, description="mixtures to train first (e.g. your current default mixture)")
     seed: int = 0
+    proxy_seeds: Literal["common", "per_run"] = Field(
+        default="common", description="common: every proxy run of the search uses one initialisation and data "
+        "seed (common random numbers: runs differ by their mixture, not their luck, so the surrogate and the "
+        "best measured run see the mixture's effect); per_run: a seed of its own per run")
     parallelism: int = Field(default=2, ge=1, description="proxy runs in flight at once")
     scheduling: Literal["async", "rounds"] = Field(
         default="async", description="async: a new proposal as soon as a proxy finishes (every worker stays "
@@ -629,6 +633,16 @@ class SearchSpec(_Strict):
             raise ValueError(f"the ladder ({self.ladder_runs()} runs) is larger than the budget "
                              f"({self.budget.runs} runs): lower ladder.candidates or ladder.seeds, raise "
                              "budget.runs, or set ladder: auto")
+        if self.optimizer.name == "scaling":  # checked here, before any run, not after the budget is spent
+            levels = self.optimizer.settings.get("fidelities") or []
+            if len(levels) < 2 or len(self.proxies) < 2:
+                raise ValueError("the scaling optimizer needs proxies at two or more scales: list them under "
+                                 "`fidelities:` and in optimizer.fidelities, e.g. [{level: 0}, {level: 1}]")
+            st = self.optimizer.settings
+            if not ((self.target and self.target.params) or st.get("target_params")) or not (
+                    (self.target and self.target.tokens) or st.get("target_tokens")):
+                raise ValueError("the scaling optimizer solves at the target's N and D: give `target: {params: "
+                                 "..., tokens: ...}` (or optimizer.target_params / target_tokens)")
         prior = self.optimizer.settings.get("prior")
         if isinstance(prior, dict):
             unknown = sorted(set(prior) - set(domains))

@@ -49,6 +49,7 @@ def test_demo_spec_loads_and_inlines_references():
     ({"ladder": {"enabled": True, "seeds": 4}, "budget": {"runs": 8}}, "ladder", "larger than the budget"),
     ({"ladder": {"seeds": 1}}, "ladder.seeds", "greater than or equal to 2"),
     ({"proxy": {"tokens": 5000, "tokens_per_param": 50}}, "proxy", "not both"),
+    ({"optimizer": {"name": "scaling", "fidelities": [{"level": 0}]}}, "scaling", "two or more scales"),
 ])
 def test_bad_spec_names_file_field_and_fix(tmp_path, patch, field, words):
     path = write(tmp_path, {**base(), **patch})
@@ -141,4 +142,4 @@ def test_ladder_defaults_and_shorthand():
                                       "ladder": False})
     assert spec.ladder.enabled is False
     demo = SearchSpec.from_yaml(ROOT / "search" / "demo.yaml")
-    assert demo.ladder.enabled == "auto" and demo.ladder_runs() == (3 + 2) * 2 <= demo.budget.runs
+    assert demo.ladder.enabled == "auto" and demo.ladder_runs() == (3 + 2) * 3 <= demo.budget.runs

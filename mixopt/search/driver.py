@@ -653,7 +653,8 @@ class Search:
                 raise InputError(f"optimizer {self.optimizer.name}", f"proposed an impossible fidelity: {e}",
                                  "list the proxy sizes it may use under `fidelities:` in the search spec") from None
             out.append(PendingRun(run_id=f"r{start + i:04d}", idx=start + i, round=round_,
-                                  seed=run_seed(spec.seed, start + i), weights=prop.weights, fidelity=record,
+                                  seed=run_seed(spec.seed, 0 if spec.proxy_seeds == "common" else start + i),
+                                  weights=prop.weights, fidelity=record,
                                   source=src, schedule=prop.schedule))
         return out
 
