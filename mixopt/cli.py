@@ -379,7 +379,9 @@ def recommend(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
               ) -> None:
     """Recommend a mixture from a job's runs so far, checked against the target run; export it for a trainer.
 
-    Writes recommendation.json when using the job's optimizer as the job specifies it. With --format and no --out,
+    With the job's own optimizer and settings, a finished job shows its recommendation.json (written once by the
+    search, after its verification ladder); anything else is a what-if that is printed and never overwrites it.
+    With --format and no --out,
     stdout holds only the export and the explanation (re-balancing, epochs, effective tokens) goes to stderr.
     """
     import yaml
@@ -407,11 +409,17 @@ def recommend(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
     except ValueError as e:
         raise InputError("--set / --optimizer", str(e), "see `mixopt optimizers`") from None
     table = st.run_table()
-    result = apply_target(opt.recommend(table, tgt), table.token_counts, tgt)
-    rec = result.to_dict()
+    saved = st.path / "recommendation.json"
     path = None
-    if name == spec.optimizer.name and not setting:
-        path = st.write_recommendation(rec)
+    if name == spec.optimizer.name and not setting and target is None and saved.is_file():
+        # The job's own result, verified by its ladder, is written once by the search; shown as it is.
+        from mixopt.optimizers.base import Recommendation
+
+        result = Recommendation(**json.loads(saved.read_text()))
+        path = saved
+    else:  # a what-if (another optimizer, other settings or target, or a job still running): printed only
+        result = apply_target(opt.recommend(table, tgt), table.token_counts, tgt)
+    rec = result.to_dict()
     if fmt is None and as_json:
         fmt = "json"
     if fmt is None:
@@ -548,7 +556,7 @@ def _print_recommendation(rec: dict[str, Any], path: Path | None) -> None:
     for n in rec.get("notes", []):
         console.print(f"  • {n}", highlight=False)
     if path:
-        console.print(f"written to {path}")
+        console.print(f"the job's recommendation: {path}")
 
 
 @app.command()
