@@ -92,18 +92,18 @@ def test_ladder_fidelity_is_the_next_level_or_the_proxy_for_longer():
     assert ladder.ladder_seeds(up) == ladder.ladder_seeds(up) and len(set(ladder.ladder_seeds(up))) == 2
 
 
-def test_baselines_the_ladder_cannot_separate_are_ordered_by_the_search():
-    """Natural and uniform within noise on the ladder: the search's own runs of both decide which is kept."""
+def test_the_better_baseline_is_the_ladders_and_the_search_is_reported_beside_it():
+    """Natural and uniform within noise on the ladder: its lower mean decides; the search's runs of both are
+    reported (a one-seed proxy order is no better evidence than the larger scale's)."""
     s = spec(ladder={"seeds": 3, "candidates": 1})
     table = search_table()
     rungs = ladder.plan(s, {d: 0.0 for d in DEMO_DOMAINS} | {"python": 1.0}, "regmix", {}, table)
     values = {"natural": [3.00, 3.04, 3.01], "uniform": [3.02, 3.01, 3.03], "regmix (recommended)": [3.3] * 3}
     lt = ladder_table(rungs, values, ladder.ladder_seeds(s))
-    assert ladder.decide(rungs, lt, s)["winner"] == "natural"  # no search evidence: the ladder's lower mean
     by = {r.label: r.weights for r in rungs}
     extra = pd.DataFrame([{**{f"w_{d}": by[n][d] for d in DEMO_DOMAINS}, **{f"loss_{d}": v for d in DEMO_DOMAINS},
                            "status": "ok", "run_id": f"b{n}"} for n, v in (("natural", 3.2), ("uniform", 3.1))])
     searched = RunTable(pd.concat([table.df, extra], ignore_index=True), token_counts=COUNTS)
     out = ladder.decide(rungs, lt, s, searched)
-    assert out["winner"] == "uniform" and out["baselines_apart"] is False and "better in the search" in \
-        out["baseline_choice"]
+    assert out["winner"] == "natural" and out["baselines_apart"] is False
+    assert out["baselines_in_search"] == {"natural": pytest.approx(3.2), "uniform": pytest.approx(3.1)}

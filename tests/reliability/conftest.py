@@ -163,6 +163,7 @@ proxy: {{name: cmd, kind: command, tokens: 1000, timeout_s: {timeout_s}, proxies
         command: {json.dumps(cmd)}}}
 optimizer: {optimizer if optimizer.startswith("{") else "{name: " + optimizer + "}"}
 budget: {{runs: {runs}}}
+ladder: false  # these tests count the search's own runs; the ladder's fault handling is tested in test_search
 parallelism: {parallelism}
 seed: 3
 {extra}
