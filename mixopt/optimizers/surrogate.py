@@ -180,7 +180,7 @@ class SurrogateOptimizer(OptimizerBase):
         per_domain_ok = len(cols) > 1 and np.isfinite(Y).all() and (Y > 0).all()
         # The log-linear law needs more runs than weights to be determined.
         modes = ([s.per_domain] if s.per_domain != "auto"
-                 else ["aggregate", "raw", "log"] + (["loglinear"] if len(y) > 2 * X_dim(ok) else [])
+                 else ["aggregate", "raw", "log"] + (["loglinear"] if len(y) > 2 * len(ok.domains) else [])
                  if per_domain_ok else ["aggregate"])
         if s.per_domain in ("raw", "log", "loglinear") and not per_domain_ok:
             modes = ["aggregate"]
@@ -380,10 +380,6 @@ class SurrogateOptimizer(OptimizerBase):
                                self.seed + b + 1)
             preds.append(float(m.predict(w[None, :])[0]))
         return float(np.std(preds, ddof=1))
-
-
-def X_dim(table: RunTable) -> int:
-    return len(table.domains)
 
 
 def _by_closeness(lambdas: list[float], chosen: float) -> list[float]:
