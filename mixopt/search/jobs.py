@@ -26,7 +26,7 @@ from mixopt.spec import SearchSpec
 #: Lines of the driver's output that carry progress (`[12/24] r0011 ok ...`), for `mixopt status`.
 PROGRESS = re.compile(r"\[(\d+)/(\d+)\]")
 DEFAULT_REMOTE_WORKDIR = "$HOME/mixopt-work"
-AGENT_WAIT_S = 60.0
+AGENT_WAIT_S = 180.0  # a head under load can take minutes to start its job agent
 
 
 def is_job_address(address: str | None) -> bool:
