@@ -69,12 +69,21 @@ class JobStore:
         path = Path(workdir) / "jobs" / job_id
         path.mkdir(parents=True, exist_ok=False)
         (path / "spec.yaml").write_text(spec.to_yaml())
-        store = cls(path)
-        with store._db() as db:
+        # The run table is built under a temporary name and renamed when its tables exist: a reader polling the
+        # job folder (`mixopt status`, a test) never opens a runs.sqlite without them.
+        tmp = cls(path)
+        tmp.db_path = path / "runs.sqlite.new"
+        with tmp._db() as db:
             db.executescript(SCHEMA)
             db.execute("INSERT INTO meta VALUES ('job_id', ?), ('created_at', ?), ('state', 'created')",
                        (job_id, json.dumps(time.time())))
-        return store
+        con = sqlite3.connect(tmp.db_path)
+        try:
+            con.execute("PRAGMA journal_mode=DELETE")  # fold the WAL into the file before it is renamed
+        finally:
+            con.close()
+        tmp.db_path.replace(path / "runs.sqlite")
+        return cls(path)
 
     @classmethod
     def open(cls, workdir: Path, job: str | None) -> JobStore:
