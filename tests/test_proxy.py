@@ -205,7 +205,8 @@ def test_continual_pretraining_starts_every_run_from_one_cached_base(prepared, t
     assert a.tokens == 8 * 64 * 12  # tokens count the continued run only
     # A second call loads the cache (same numbers) instead of training the base again.
     again = train_proxy(spec, mixtures[1], train, val, prepared.vocab_size, seed=12)
-    assert again.losses == b.losses and len(list((tmp_path / "bases").glob("*.pt"))) == 1
+    # (b trained in a batch of two, `again` alone: equal up to the float order of a 2-thread reduction, ~1e-7)
+    assert again.losses == pytest.approx(b.losses, abs=1e-5) and len(list((tmp_path / "bases").glob("*.pt"))) == 1
     # Another base mixture is another checkpoint.
     other = spec.model_copy(update={"base": spec.base.model_copy(update={"weights": {"prose": 1.0}})})
     c = train_proxy(other, mixtures[0], train, val, prepared.vocab_size, seed=11)
