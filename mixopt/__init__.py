@@ -14,6 +14,7 @@ from typing import Any
 from mixopt.errors import InputError, MixoptError
 from mixopt.optimizers import get_optimizer, list_optimizers
 from mixopt.optimizers.base import Proposal, Recommendation
+from mixopt.predictors import fit_predictor
 from mixopt.runs import RunTable
 from mixopt.spec import DatasetSpec, ObjectiveSpec, ProxySpec, SearchSpec, TargetSpec
 
@@ -50,5 +51,5 @@ def load_job(path: str | Path) -> RunTable:
 
 
 __all__ = ["DatasetSpec", "InputError", "MixoptError", "ObjectiveSpec", "Proposal", "ProxySpec",
-           "Recommendation", "RunTable", "SearchSpec", "TargetSpec", "get_optimizer", "list_optimizers",
-           "load_job", "recommend", "submit"]
+           "Recommendation", "RunTable", "SearchSpec", "TargetSpec", "fit_predictor", "get_optimizer",
+           "list_optimizers", "load_job", "recommend", "submit"]
