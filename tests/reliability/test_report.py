@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mixopt.search import JobStore, Search
+from mixopt.search import JobStore, Search, ladder
 from mixopt.search.report import write_report
 from mixopt.search.store import PendingRun
 from mixopt.spec import SearchSpec
@@ -14,7 +14,7 @@ from tests.reliability.browser import chromium, inspect_page
 
 pytestmark = pytest.mark.slow
 
-CHARTS = 8
+CHARTS = 9
 
 
 def need_chromium() -> None:
@@ -61,9 +61,31 @@ def full_job(corpus, tmp_path) -> JobStore:
             info["trajectory"] = [{"step": s, "weights": dict(zip(domains, map(float, rng.dirichlet(np.ones(3))),
                                                                       strict=True))} for s in (0, 25, 50, 75)]
         store.add_result(f"r{i:04d}", "ok", losses, info, None)
+    search = Search(spec, workdir=tmp_path / "wd", store=store)
+    rec = search.recommend()
+    add_ladder(store, spec, rec.to_dict(), rng)
     store.set_meta("state", "done")
-    Search(spec, workdir=tmp_path / "wd", store=store).recommend()
     return store
+
+
+def add_ladder(store: JobStore, spec: SearchSpec, rec: dict, rng: np.random.Generator) -> None:
+    """The ladder's runs as the driver records them (source `ladder:<label>`, paired seeds) and its verdict in the
+    recommendation: what a finished job with the ladder on holds."""
+    table = store.run_table()
+    rungs = ladder.plan(spec, rec["weights"], rec["method"], rec["details"], table)
+    seeds = ladder.ladder_seeds(spec)
+    idx, round_ = store.n_proposed(), store.next_round()
+    for sd in seeds:
+        for r in rungs:
+            rid = f"r{idx:04d}"
+            store.add_proposals([PendingRun(rid, idx, round_, sd, r.weights, {"level": 1, "tokens": 8000},
+                                            ladder.LADDER + r.label)])
+            store.add_result(rid, "ok", {f"loss_{d}": 1.9 + (x - 0.4) ** 2 + 0.01 * rng.normal()
+                                         for d, x in r.weights.items()}, {"seconds": 4.0, "steps": 100}, None)
+            idx += 1
+    full = store.run_table(ladder=True)
+    verdict = ladder.decide(rungs, full.select((full.df["stage"] == "ladder").to_numpy()), spec, table)
+    store.write_recommendation({**rec, "details": {**rec["details"], "ladder": verdict}})
 
 
 def test_report_loads_without_errors_and_every_chart_has_data(corpus, tmp_path, figure):
