@@ -628,6 +628,10 @@ def ui(workdir: WorkdirOpt = DEFAULT_WD,
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     cmd = [mlflow, "server", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", "1",
            "--default-artifact-root", (Path(workdir) / "mlartifacts").resolve().as_uri()]
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning:[/] serving on {host}: anyone who reaches this port can read and change "
+                          "every run of the store, since MLflow's server has no login unless you enable it (README, "
+                          "'A tracking server for a team')")
     console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C to stop")
     raise typer.Exit(subprocess.call(cmd, env=env))
 

@@ -301,6 +301,9 @@ class ProxySpec(_Strict):
     weight_decay: float = Field(default=0.1, ge=0)
     grad_clip: float = Field(default=1.0, gt=0)
     eval_windows: int = Field(default=32, ge=1, description="validation windows of seq_len per domain")
+    sampling: Literal["stratified", "iid"] = Field(
+        default="stratified", description="stratified: exact domain shares per batch and one data stream per "
+        "domain and seed, shared by every mixture (paired comparisons carry less noise); iid: independent draws")
     eval_every: int | None = Field(default=None, ge=1, description="also evaluate every N steps (a curve)")
     # --- execution
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -13,7 +13,6 @@ REGMIX_TRAIN = SHARED / "regmix" / "runs_1m_train.csv"
 MIXINGLAWS = SHARED / "mixinglaws"
 DEMO_DOMAINS = ["python", "c_headers", "cpp", "prose", "licenses", "package_docs", "data"]
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 

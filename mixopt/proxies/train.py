@@ -151,7 +151,8 @@ def train_model(model: ProxyLM, spec: ProxySpec, mixtures: list[dict[str, float]
     plans: list[MixingSchedule] = [make_schedule((schedules or [None] * K)[k], mixtures[k]) for k in range(K)]
     domains = list(train)
     current = [p.start(domains, spec.steps) for p in plans]
-    samplers = [MixtureSampler(train, current[k], spec.seq_len, spec.batch_size, seeds[k]) for k in range(K)]
+    samplers = [MixtureSampler(train, current[k], spec.seq_len, spec.batch_size, seeds[k], spec.sampling)
+                for k in range(K)]
     size = model_size(spec, vocab_size)
     results = [ProxyResult(status="ok", params=size.total, active_params=size.active, batched=K,
                            trajectory=[{"step": 0, "weights": dict(current[k])}]) for k in range(K)]

@@ -5,12 +5,14 @@ submission API, with an entrypoint that runs the same `mixopt submit` on the hea
 mixopt job id, so `mixopt status|logs|stop JOB --address ...` and the job folder on the head share one name.
 
 The cluster needs mixopt installed (ray_cluster.yaml's setup does it) and the dataset's files at the paths the
-spec names (file mounts or a shared file system). A cluster with token authentication wants RAY_AUTH_MODE=token
-and RAY_AUTH_TOKEN (or `ray get-auth-token`) on the submitting side too.
+spec names (file mounts or a shared file system). Requests carry the Ray token the environment provides
+(`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`; see `cluster.py`); a cluster that refuses it
+ends in one line naming the variable to set.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import tempfile
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mixopt.errors import InputError, MixoptError
+from mixopt.search import cluster
 from mixopt.search.store import new_job_id
 from mixopt.spec import SearchSpec
 
@@ -35,11 +38,14 @@ def is_job_address(address: str | None) -> bool:
 
 
 def client(address: str) -> Any:
+    cluster.client_auth()
     from ray.job_submission import JobSubmissionClient
 
     try:
         return JobSubmissionClient(address)
     except Exception as e:  # connection refused, not a Ray dashboard, auth
+        if cluster.auth_refusal(e):
+            raise refused(address) from None
         raise InputError(f"--address {address}", f"no Ray job server answered ({_first_line(e)})",
                          "give the dashboard URL of the head, e.g. http://127.0.0.1:8265 (`ray dashboard "
                          "ray_cluster.yaml` forwards it from a launched cluster)") from None
@@ -70,7 +76,17 @@ def submit_job(spec: SearchSpec, address: str, workdir: str | None = None, track
                 if "No available agent" in str(e) and time.monotonic() < deadline:
                     time.sleep(2.0)
                     continue
+                if cluster.auth_refusal(e):
+                    raise refused(address) from None
                 raise MixoptError(f"the cluster at {address} refused the job: {_first_line(e)}") from None
+
+
+def refused(address: str) -> InputError:
+    """The one-line error for a cluster that wants a token this client does not have (or has wrong)."""
+    given = "RAY_AUTH_TOKEN" if os.environ.get("RAY_AUTH_TOKEN") else (
+        "RAY_AUTH_TOKEN_PATH" if os.environ.get("RAY_AUTH_TOKEN_PATH") else None)
+    what = f"refused the token in {given}" if given else "requires a token and none was found"
+    return InputError("RAY_AUTH_TOKEN", f"the Ray cluster at {address} {what}", cluster.TOKEN_HELP)
 
 
 def _remote_workdir(workdir: str | None) -> str:
@@ -90,6 +106,8 @@ def job_info(address: str, job_id: str) -> dict[str, Any]:
     try:
         info = c.get_job_info(job_id)
     except Exception as e:
+        if cluster.auth_refusal(e):
+            raise refused(address) from None
         raise InputError(f"job {job_id}", f"not known to the cluster at {address} ({_first_line(e)})",
                          "list the cluster's jobs with `mixopt status --address ADDR`") from None
     out = {"job": job_id, "status": str(info.status.value if hasattr(info.status, "value") else info.status),

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +104,12 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
         try:
             urllib.request.urlopen(url, timeout=2).read()
             return
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403):  # up, and asking for the token this probe does not send
+                return
+            if proc.poll() is not None or time.time() > deadline:
+                raise
+            time.sleep(0.5)
         except OSError:
             if proc.poll() is not None:
                 raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before {url} answered") from None
@@ -184,7 +191,11 @@ def ray_head(figure) -> Iterator[dict[str, str]]:
     ray = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # Ray's socket paths must stay short
     port, dash = free_port(), free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # Token authentication, as ray_cluster.yaml starts a head: the token is Ray's default one (~/.ray/auth_token,
+    # which Ray's own tooling writes when it is missing), so the clients below find it where a user's would.
+    subprocess.run([ray, "get-auth-token", "--generate"], check=True, capture_output=True)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_AUTH_TOKEN", None)
     t0 = time.time()
     proc = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
                              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",

@@ -4,6 +4,7 @@ and `mixopt ui` bound to loopback."""
 from __future__ import annotations
 
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -74,6 +75,45 @@ def test_submit_to_a_ray_head_then_status_logs_and_stop(corpus, tmp_path, ray_he
     assert bad.returncode == 2 and "not known to the cluster" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_client_without_the_token_or_with_a_wrong_one_is_refused_in_one_line(corpus, tmp_path, ray_head):
+    """The head runs with token authentication (as ray_cluster.yaml starts it); the submission above carried
+    Ray's default token. Without it, or with a wrong one, every cluster command is refused before anything is
+    submitted: one line naming the variable to set, exit code 2, no traceback, no hang."""
+    address = ray_head["dashboard"]
+    spec = command_spec(corpus, tmp_path, name="intruder", runs=2, parallelism=1)
+    home = tmp_path / "home-without-a-token"
+    home.mkdir()
+    no_token = {"HOME": str(home), "RAY_AUTH_TOKEN": "", "RAY_AUTH_TOKEN_PATH": ""}
+    wrong = {"RAY_AUTH_TOKEN": "0" * 64}
+    for env, says in ((no_token, "requires a token and none was found"), (wrong, "refused the token in "
+                                                                                 "RAY_AUTH_TOKEN")):
+        for args in (("submit", str(spec), "--address", address, "--workdir", str(tmp_path / "wd")),
+                     ("status", "--address", address)):
+            t0 = time.time()
+            res = cli(*args, env=env, timeout=120)
+            assert res.returncode == 2, (args, env, res.stdout, res.stderr)
+            lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "WARNING" not in ln]
+            assert len(lines) == 1 and says in lines[0] and "RAY_AUTH_TOKEN" in lines[0], res.stderr
+            assert "Traceback" not in res.stderr and time.time() - t0 < 60
+    listing = [j for j in jobs.list_cluster_jobs(address) if j["spec"] == "intruder"]
+    assert listing == [], listing  # nothing reached the cluster
+
+
+def test_a_search_with_a_token_leaves_no_trace_of_it(corpus, tmp_path):
+    """A local search under token authentication, with the token in the environment: the job folder, its
+    logs, the run table, the report and the MLflow store never hold it."""
+    token = secrets.token_hex(32)
+    spec = command_spec(corpus, tmp_path, name="secret", runs=3, parallelism=2)
+    wd = tmp_path / "wd"
+    res = cli("submit", str(spec), "--workdir", str(wd), env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert token not in res.stdout + res.stderr
+    files = [f for f in wd.rglob("*") if f.is_file()]
+    assert any(f.name == "runs.sqlite" for f in files) and any(f.suffix == ".db" for f in files), files
+    held = [str(f.relative_to(wd)) for f in files if token.encode() in f.read_bytes()]
+    assert held == [], held
+
+
 def test_ray_cluster_yaml_is_valid_for_the_cluster_launcher():
     pytest.importorskip("jsonschema", reason="Ray validates cluster configs with jsonschema (test extra)")
     from ray.autoscaler._private.util import prepare_config, validate_config
@@ -88,6 +128,28 @@ def test_ray_cluster_yaml_is_valid_for_the_cluster_launcher():
     assert any("pip install" in c and "mixopt" in c for c in cfg["setup_commands"])
     assert any("datasets" in src for src in cfg["file_mounts"].values())
     assert any("--dashboard-host=127.0.0.1" in c for c in cfg["head_start_ray_commands"])
+    # Token authentication on every node; the token travels as a file from where `ray up` runs, never inline.
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cfg[key] if "ray start" in c]
+        assert starts and all("RAY_AUTH_MODE=token" in c for c in starts), (key, starts)
+    assert cfg["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
+    assert any("auth_token" in c for c in cfg["head_setup_commands"])
+
+
+def test_nothing_in_the_repository_holds_a_ray_token():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    local = Path.home() / ".ray" / "auth_token"
+    mine = local.read_text().strip() if local.is_file() else None
+    inline = re.compile(r"RAY_AUTH_TOKEN\s*[=:]\s*['\"]?[0-9a-f]{16,}", re.I)
+    for name in tracked:
+        path = ROOT / name
+        if not path.is_file() or path.stat().st_size > 5_000_000:
+            continue
+        text = path.read_text(errors="ignore")
+        assert not inline.search(text), f"{name} sets RAY_AUTH_TOKEN to a value"
+        assert not mine or mine not in text, f"{name} holds this machine's Ray token"
 
 
 def test_mlflow_ui_listens_on_loopback_only(tmp_path):
