@@ -37,3 +37,12 @@ def test_local_workers_run_at_the_drivers_priority_with_token_auth(driver_nice):
     got = json.loads(out.stdout.strip().splitlines()[-1])
     base = os.nice(0)
     assert got == {"worker_nice": base + driver_nice, "driver_nice": base + driver_nice, "token": True}, got
+
+
+def test_opting_out_of_token_auth_still_works_and_warns():
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_worker_niceness",)}
+    env.update(PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled")
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["token"] is False
+    assert "token authentication is off (RAY_AUTH_MODE=disabled)" in out.stderr

@@ -67,11 +67,19 @@ def client_auth() -> None:
 
 
 def auth_refusal(e: BaseException) -> bool:
-    """Whether an error from Ray is a refusal for want of the right token (HTTP 401/403, Ray's auth errors)."""
-    text = f"{type(e).__name__}: {e}".lower()
-    return bool(re.search(r"\b40[13]\b", text)) or any(
-        k in text for k in ("authenticationerror", "unauthorized", "unauthenticated", "authentication token",
-                            "token authentication"))
+    """Whether an error from Ray is a refusal for want of the right token: HTTP 401/403 from the job server, or
+    the GCS's Unauthenticated / InvalidAuthToken, which Ray wraps in a ConnectionError (the chain is searched)."""
+    seen: BaseException | None = e
+    for _ in range(8):
+        if seen is None:
+            break
+        text = f"{type(seen).__name__}: {seen}".lower()
+        if re.search(r"\b40[13]\b", text) or any(
+                k in text for k in ("authenticationerror", "unauthorized", "unauthenticated", "invalidauthtoken",
+                                    "authentication token", "token authentication")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def warn_if_open() -> None:

@@ -308,23 +308,30 @@ class Search:
     def run(self) -> Recommendation:
         if self.store is not None:
             self._refuse_second_driver()
-        data = self._prepare()
-        if self.store is None:
-            self.store = JobStore.create(self.workdir, self.spec, self.job_id)
-        store = self.store
-        store.set_meta("domains", data.domains)
-        store.set_meta("token_counts", data.token_counts)
-        store.set_meta("data_path", str(data.path))
-        store.set_meta("vocab_size", data.vocab_size)
-        store.set_meta("tracking_uri", self.tracking_uri)
-        store.set_meta("driver", {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
-        store.set_meta("state", "running")
-        self.on_event("job", {"job_id": store.job_id, "path": str(store.path), "budget": self.spec.budget.runs,
-                              "done": store.n_finished()})
-        mirror = _Mirror(self, self._tracker())
-        mirror.open_job()
-        mirror.catch_up()
+        # Ray first: a cluster that refuses this client (e.g. its token) is told before the data is prepared,
+        # and leaves no job folder behind.
         started_ray = cluster.connect(self.ray_address)
+        try:
+            data = self._prepare()
+            if self.store is None:
+                self.store = JobStore.create(self.workdir, self.spec, self.job_id)
+            store = self.store
+            store.set_meta("domains", data.domains)
+            store.set_meta("token_counts", data.token_counts)
+            store.set_meta("data_path", str(data.path))
+            store.set_meta("vocab_size", data.vocab_size)
+            store.set_meta("tracking_uri", self.tracking_uri)
+            store.set_meta("driver", {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+            store.set_meta("state", "running")
+            self.on_event("job", {"job_id": store.job_id, "path": str(store.path),
+                                  "budget": self.spec.budget.runs, "done": store.n_finished()})
+            mirror = _Mirror(self, self._tracker())
+            mirror.open_job()
+            mirror.catch_up()
+        except BaseException:
+            if started_ray:
+                cluster.shutdown()
+            raise
         try:
             self._loop(data, mirror)
             mirror.catch_up(force=True)

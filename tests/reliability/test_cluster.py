@@ -95,6 +95,14 @@ def test_a_client_without_the_token_or_with_a_wrong_one_is_refused_in_one_line(c
             lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "WARNING" not in ln]
             assert len(lines) == 1 and says in lines[0] and "RAY_AUTH_TOKEN" in lines[0], res.stderr
             assert "Traceback" not in res.stderr and time.time() - t0 < 60
+    # Driving the search from here against the cluster's GCS port: refused the same way, before the data is
+    # prepared or a job folder exists.
+    res = cli("submit", str(spec), "--address", ray_head["gcs"], "--workdir", str(tmp_path / "wd"), env=no_token,
+              timeout=180)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert res.returncode == 2 and len(lines) == 1 and "refused" in lines[0] and "RAY_AUTH_TOKEN" in lines[0], \
+        res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and not (tmp_path / "wd").exists()
     listing = [j for j in jobs.list_cluster_jobs(address) if j["spec"] == "intruder"]
     assert listing == [], listing  # nothing reached the cluster
 
