@@ -82,7 +82,10 @@ class _Live:
             console.log(f"prepared domain [cyan]{data['domain']}[/] ({data['i']}/{data['n']})")
         elif event == "job":
             console.log(f"job [bold]{data['job_id']}[/] in {data['path']}")
-            self.task = p.add_task("proxy runs", total=data["budget"], completed=data["done"], best="")
+            if data.get("best") is not None:  # a resumed job: its earlier sessions' runs count too
+                self.best = float(data["best"])
+            self.task = p.add_task("proxy runs", total=data["budget"], completed=data["done"],
+                                   best=f"best {self.best:.4f}" if math.isfinite(self.best) else "")
         elif event == "ladder":
             fid = data["fidelity"]
             console.log(f"verification ladder: {len(data['mixtures'])} mixtures at {fid.get('params', 0):,.0f} "
@@ -671,11 +674,15 @@ def data_prepare(manifest: Annotated[Path, typer.Argument(help="Dataset manifest
             progress.update(t, completed=1, total=1, what="done")
     t = Table(title=f"{spec.name}: {'already prepared' if reused else 'prepared'} in {data.path} "
                     f"(tokenizer {data.index['tokenizer']['kind']}, vocab {data.vocab_size})")
-    for c in ("domain", "documents", "duplicates", "train tokens", "val tokens"):
+    for c in ("domain", "files", "documents", "duplicates", "train tokens", "val tokens (docs)"):
         t.add_column(c, justify="left" if c == "domain" else "right")
     for d, v in data.index["domains"].items():
-        t.add_row(d, f"{v['train_docs'] + v['val_docs']:,}", f"{v['source_docs'] - v['distinct_docs']:,}",
-                  f"{v['train_tokens']:,}", f"{v['val_tokens']:,}")
+        split = v.get("split_files") or {}
+        files = f"{v['text_files']:,}" if v.get("text_files") else "—"
+        if split:
+            files += f" ({len(split)} split)"
+        t.add_row(d, files, f"{v['train_docs'] + v['val_docs']:,}", f"{v['source_docs'] - v['distinct_docs']:,}",
+                  f"{v['train_tokens']:,}", f"{v['val_tokens']:,} ({v['val_docs']:,})")
     console.print(t)
 
 

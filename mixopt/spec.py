@@ -8,8 +8,10 @@ names the file, the field and the fix.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
+import re
 import sysconfig
 from pathlib import Path
 from typing import Any, Literal
@@ -42,11 +44,19 @@ FILE_KINDS = ("glob", "docstrings", "jsonl", "parquet", "npy", "megatron")
 SOURCE_KINDS = (*FILE_KINDS, "builtin", "hf")
 
 
+#: `documents:` keywords of a glob source; anything else is a separator regex.
+DOCUMENT_MODES = ("auto", "file", "paragraphs", "lines")
+#: `documents: auto` splits files at paragraphs when a source has fewer files than this: a domain of a few large
+#: files then gives enough documents for a validation split, while a corpus of many files keeps one per file.
+SPLIT_BELOW_FILES = 32
+
+
 class SourceSpec(_Strict):
     """One source of documents for a domain. Exactly one of the kind fields is set.
 
     Text:
-    - `glob`: plain text files; each file is one document.
+    - `glob`: plain text files; `documents` says how a file becomes documents (by default: one document per
+      file, or paragraphs joined up to `max_document_bytes` when the source has only a few files).
     - `docstrings`: Python files; each module, class and function docstring is one document (English prose).
     - `builtin: pydoc_topics`: the interpreter's bundled documentation topics (English prose).
     - `jsonl`: JSON Lines files (`.jsonl`, `.jsonl.gz`); each record's `text_field` is one document.
@@ -73,6 +83,13 @@ class SourceSpec(_Strict):
     split: str | None = Field(default=None, description="hf: the split to read; default `train`")
     config: str | None = Field(default=None, description="hf: the dataset configuration name")
     eos: int | None = Field(default=None, ge=0, description="npy: the token id that ends a document")
+    documents: str = Field(
+        default="auto", description="glob: how a file becomes documents — file (one document), paragraphs (split "
+        "at blank lines, paragraphs joined up to max_document_bytes), lines (one per non-empty line), a regular "
+        "expression that separates documents, or auto: paragraphs when the source has fewer than "
+        f"{SPLIT_BELOW_FILES} files, else file")
+    max_document_bytes: int = Field(default=65_536, ge=64, description="glob with paragraphs or a separator: "
+                                    "pieces are joined into documents of at most this many bytes")
     encoding: str = "utf-8"
     decode_errors: Literal["error", "replace", "skip"] = Field(
         default="error", description="a file that is not valid in `encoding`: refuse it (error), replace the "
@@ -101,6 +118,14 @@ class SourceSpec(_Strict):
             "".encode(self.encoding)
         except LookupError:
             raise ValueError(f"unknown encoding {self.encoding!r}") from None
+        if self.documents != "auto" and kind != "glob":
+            raise ValueError(f"documents applies to glob sources, not to {kind}")
+        if self.documents not in DOCUMENT_MODES:
+            try:
+                re.compile(self.documents, re.MULTILINE)
+            except re.error as e:
+                raise ValueError(f"documents is neither one of {', '.join(DOCUMENT_MODES)} nor a valid regular "
+                                 f"expression ({e})") from None
         return self
 
     @property
@@ -400,8 +425,11 @@ class ObjectiveSpec(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
+        """`objective: loss_prose` and `objective: {metrics: loss_prose}` both mean one metric."""
         if isinstance(v, str):
             return {"metrics": [v]}
+        if isinstance(v, dict) and isinstance(v.get("metrics"), str):
+            return {**v, "metrics": [v["metrics"]]}
         return v
 
     @model_validator(mode="after")
@@ -646,6 +674,7 @@ class SearchSpec(_Strict):
                     (self.target and self.target.tokens) or st.get("target_tokens")):
                 raise ValueError("the scaling optimizer solves at the target's N and D: give `target: {params: "
                                  "..., tokens: ...}` (or optimizer.target_params / target_tokens)")
+        self._check_budget_covers_the_optimizer()
         prior = self.optimizer.settings.get("prior")
         if isinstance(prior, dict):
             unknown = sorted(set(prior) - set(domains))
@@ -656,6 +685,17 @@ class SearchSpec(_Strict):
                 raise ValueError(f"optimizer.prior must be non-negative shares summing to 1 (sums to {total:.6g}); "
                                  "rescale it")
         return self
+
+    def _check_budget_covers_the_optimizer(self) -> None:
+        """A budget below what the optimizer needs to recommend would train every run, then fail: refuse it now."""
+        from mixopt.optimizers import optimizer_class
+
+        cls = optimizer_class(self.optimizer.name)
+        need = cls.runs_needed(cls.Settings.model_validate(self.optimizer.settings))
+        if need is not None and self.budget.runs < need:
+            raise ValueError(f"budget.runs is {self.budget.runs}, but {self.optimizer.name} needs at least {need} "
+                             f"successful runs to recommend (optimizer.min_runs): raise budget.runs to {need} or "
+                             "more, or lower optimizer.min_runs")
 
     def ladder_runs(self) -> int:
         """Runs the verification ladder trains when on: (candidates + baselines + include_mixtures) × seeds."""
@@ -745,8 +785,12 @@ def _validate(model: type[BaseModel], data: dict[str, Any], path: Path, prefix: 
 
 def validation_to_input_error(e: ValidationError, where: str, model: type[BaseModel] | None = None,
                               prefix: str = "") -> InputError:
-    """Turn pydantic's report into one line: the first problem, its dotted field path and a fix."""
-    err = e.errors()[0]
+    """Turn pydantic's report into one line: the first problem, its dotted field path and a fix.
+
+    An unknown key comes first whatever pydantic's order (a typo'd key is also why a required one is "missing"),
+    with the nearest allowed key; values are described in the house style — what the field got, what it takes."""
+    errors = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
+    err = errors[0]
     loc = [str(p) for p in err["loc"]]
     field = ".".join(([prefix] if prefix else []) + loc) or "(top level)"
     kind = err["type"]
@@ -755,7 +799,9 @@ def validation_to_input_error(e: ValidationError, where: str, model: type[BaseMo
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, loc[:-1]) if model else None
         msg = "unknown key"
-        fix = "remove it or correct its spelling" + (f" (allowed here: {', '.join(allowed)})" if allowed else "")
+        near = difflib.get_close_matches(loc[-1], allowed or [], n=1, cutoff=0.6)
+        fix = (f"did you mean `{near[0]}`? rename it" if near else "remove it or correct its spelling") + (
+            f" (allowed here: {', '.join(allowed)})" if allowed else "")
     elif kind == "missing":
         msg = "required key is missing"
         fix = "add it"
@@ -764,11 +810,37 @@ def validation_to_input_error(e: ValidationError, where: str, model: type[BaseMo
     elif "optimizer" in msg and "unknown" in msg:
         fix = "use `mixopt optimizers` to list them"
     else:
-        fix = "correct the value"
-    more = len(e.errors()) - 1
+        msg, fix = _house_style(err, msg)
+    more = len(errors) - 1
     if more:
         msg += f" (and {more} more problem{'s' if more > 1 else ''})"
     return InputError(f"{where}: {field}", msg, fix)
+
+
+#: pydantic's bound checks, as a relation to the bound.
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", "≥"), "less_than": ("lt", "<"),
+           "less_than_equal": ("le", "≤")}
+_TYPES = {"int_parsing": "a whole number", "int_from_float": "a whole number", "int_type": "a whole number",
+          "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
+          "bool_type": "true or false", "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
+          "model_type": "a mapping of keys", "model_attributes_type": "a mapping of keys"}
+
+
+def _house_style(err: dict[str, Any], msg: str) -> tuple[str, str]:
+    """(problem, fix) for a value pydantic refused: what was given and what the field takes."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    got = err.get("input")
+    shown = repr(got) if isinstance(got, str) else str(got)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    if kind in _BOUNDS:
+        key, rel = _BOUNDS[kind]
+        return f"got {shown}, must be {rel} {ctx.get(key)}", f"use a value {rel} {ctx.get(key)}"
+    if kind in _TYPES:
+        return f"got {shown}, must be {_TYPES[kind]}", f"give {_TYPES[kind]}"
+    if kind == "literal_error":
+        return f"got {shown}, must be one of {ctx.get('expected')}", "use one of those"
+    return msg, "correct the value"
 
 
 def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str] | None:

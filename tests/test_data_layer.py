@@ -462,3 +462,109 @@ def test_cli_prepare_bad_manifest_is_one_line_exit_2(tmp_path):
     err = " ".join(r.stderr.split())
     assert "domains.a.sources[0]" in err and "x.jsonl" in err and "no text field 'text'" in err and "fix:" in err
     assert_nothing_written(tmp_path / "w" / "data")
+
+
+def test_a_jobs_copy_of_the_spec_reuses_the_prepared_data(tmp_path):
+    """Resume reads the spec from the job folder, which adds that folder to the dataset's `roots`: the same
+    files must map to the same prepared folder, not a second copy under a new fingerprint."""
+    from mixopt.data.prepare import fingerprint
+    from mixopt.spec import SearchSpec
+    from tests.conftest import ROOT
+
+    spec = SearchSpec.from_yaml(ROOT / "search" / "demo.yaml")
+    (tmp_path / "spec.yaml").write_text(spec.to_yaml())
+    again = SearchSpec.from_yaml(tmp_path / "spec.yaml")
+    assert again.dataset.roots != spec.dataset.roots  # the copy may read from its own folder too
+    assert fingerprint(again.dataset) == fingerprint(spec.dataset)
+    described = spec.dataset.model_copy(update={"domains": {
+        n: d.model_copy(update={"description": "notes"}) for n, d in spec.dataset.domains.items()}})
+    assert fingerprint(described) == fingerprint(spec.dataset)
+    fewer = spec.dataset.model_copy(update={"val_fraction": 0.1})
+    assert fingerprint(fewer) != fingerprint(spec.dataset)  # what changes the arrays still moves it
+
+
+# ------------------------------------------------------------------------------ text files as documents
+
+
+def one_big_file(path: Path, paragraphs: int = 400, seed: int = 1) -> Path:
+    rng = np.random.default_rng(seed)
+    words = WORDS["prose"].split()
+    path.write_text("\n\n".join(" ".join(rng.choice(words, size=int(rng.integers(20, 80))))
+                                for _ in range(paragraphs)) + "\n")
+    return path
+
+
+def test_a_domain_of_one_large_text_file_prepares_by_default(tmp_path):
+    """A plain-text file used to be one document, so a domain of one file could not be split into train and
+    validation; with `documents: auto` a source of few files is split at paragraphs, joined up to a size."""
+    big = one_big_file(tmp_path / "book.txt")
+    other = one_big_file(tmp_path / "other.txt", seed=2)
+    spec = spec_of({"book": {"sources": [{"glob": str(big)}]},
+                    "other": {"sources": [{"glob": str(other), "max_document_bytes": 4096}]}})
+    data = prepare(spec, tmp_path / "data")
+    book, oth = data.index["domains"]["book"], data.index["domains"]["other"]
+    assert book["text_files"] == 1 and book["split_files"] == {str(big): book["source_docs"]}
+    assert book["source_docs"] >= 2 and oth["source_docs"] > big.stat().st_size // 4096
+    for dom in ("book", "other"):
+        text = "\n\n".join(decoded_docs(data, dom, "train") + decoded_docs(data, dom, "val"))
+        assert sorted(text.split()) == sorted((tmp_path / f"{dom}.txt").read_text().split()) if dom == "other" \
+            else len(text.split()) == len(big.read_text().split())  # nothing lost, nothing added
+    assert all(len(d.encode()) <= 4096 for d in decoded_docs(data, "other", "train"))
+    assert data.index["domains"]["other"]["val_docs"] >= 1
+
+
+def test_documents_modes_file_lines_and_separator(tmp_path):
+    f = tmp_path / "quotes.txt"
+    f.write_text("first quote\n  -- someone\n%\nsecond quote\n%\n\nthird\n")
+    assert docs_of({"glob": str(f), "documents": "file"}) == [f.read_text()]
+    assert docs_of({"glob": str(f), "documents": "lines"}) == ["first quote", "  -- someone", "%",
+                                                              "second quote", "%", "third"]
+    assert docs_of({"glob": str(f), "documents": r"^%$"}) == ["first quote\n  -- someone", "second quote",
+                                                             "third"]
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(40):  # a source of many files keeps one document per file under `auto`
+        (many / f"{i:02d}.txt").write_text(f"part one {i}\n\npart two {i}\n")
+    assert len(docs_of({"glob": str(many / "*.txt")})) == 40
+    assert len(docs_of({"glob": str(many / "*.txt"), "documents": "paragraphs", "max_document_bytes": 64})) == 40
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"glob": "x", "documents": "(unclosed"}, "valid regular expression"),
+    ({"jsonl": "x", "documents": "lines"}, "documents applies to glob"),
+    ({"glob": "x", "max_document_bytes": 10}, "max_document_bytes"),
+])
+def test_bad_documents_settings_are_refused(bad, words):
+    with pytest.raises(ValueError, match=words):
+        SourceSpec.model_validate(bad)
+
+
+def test_binary_files_are_named_and_a_domain_of_them_says_so(tmp_path, caplog):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    one_big_file(mixed / "a.txt", seed=3)
+    (mixed / "b.bin").write_bytes(b"\x00\x01" * 100)
+    (mixed / "c.bin").write_bytes(b"\x00\x02" * 100)
+    other = {"sources": [{"glob": str(one_big_file(tmp_path / "other.txt"))}]}
+    spec = spec_of({"mixed": {"sources": [{"glob": str(mixed / "*")}]}, "other": other}, min_val_tokens=100)
+    with caplog.at_level("WARNING"):
+        data = prepare(spec, tmp_path / "data")
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "skipped 2 file(s) as binary" in msg and "b.bin" in msg and "c.bin" in msg
+    assert data.index["domains"]["mixed"]["binary_skipped"] == [str(mixed / "b.bin"), str(mixed / "c.bin")]
+    only = spec_of({"bin": {"sources": [{"glob": str(mixed / "*.bin")}]}, "other": other})
+    with pytest.raises(InputError, match="skipped as binary"):
+        prepare(only, tmp_path / "data2")
+
+
+def test_a_validation_split_far_from_val_fraction_is_warned(tmp_path, caplog):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "big.txt").write_text("word " * 20_000)  # one paragraph: a single document however it is split
+    (d / "small.txt").write_text("tiny text " * 1000)
+    other = {"sources": [{"glob": str(one_big_file(tmp_path / "other.txt"))}]}
+    spec = spec_of({"d": {"sources": [{"glob": str(d / "*.txt")}]}, "other": other}, min_val_tokens=4096)
+    with caplog.at_level("WARNING"):
+        prepare(spec, tmp_path / "data")
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "domains.d: validation holds" in msg and "from 1 document(s)" in msg

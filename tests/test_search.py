@@ -245,7 +245,7 @@ def test_results_cut_off_from_mlflow_by_a_kill_are_mirrored_on_resume(tmp_path):
     from mixopt.search.driver import _Mirror
     from mixopt.search.store import PendingRun
 
-    spec = SearchSpec.from_yaml(tiny_spec_yaml(tmp_path, runs=2))
+    spec = SearchSpec.from_yaml(tiny_spec_yaml(tmp_path, runs=4))
     wd = tmp_path / "wd"
     store = JobStore.create(wd, spec)
     store.set_meta("domains", list(spec.dataset.domains))
@@ -378,3 +378,25 @@ def test_continual_pretraining_search_feeds_both_laws_from_checkpoints(tmp_path,
     assert rec["method"] == "cmr" and rec["details"]["base_losses"]["source"].endswith("at 0 tokens")
     res = run_cli("recommend", search.store.job_id, "--workdir", str(workdir), "-s", "epsilon=-1")
     assert res.returncode == 2 and "epsilon" in res.stderr
+
+
+def test_a_resumed_jobs_progress_counts_the_best_of_earlier_sessions(tmp_path):
+    """The progress bar's "best" starts from the runs already in the job, not from this session's first."""
+    from mixopt.cli import _Live
+    from mixopt.search.store import PendingRun
+
+    spec = SearchSpec.from_yaml(tiny_spec_yaml(tmp_path, runs=4))
+    store = JobStore.create(tmp_path / "wd", spec)
+    domains = list(spec.dataset.domains)
+    store.set_meta("domains", domains)
+    search = Search(spec, workdir=tmp_path / "wd", store=store)
+    assert search._best_so_far() is None
+    for i, loss in enumerate([3.0, 2.5, float("nan")]):
+        w = dict.fromkeys(domains, 1 / len(domains))
+        store.add_proposals([PendingRun(f"r{i:04d}", i, 0, 1, w, None, "regmix")])
+        store.add_result(f"r{i:04d}", "ok", {f"loss_{d}": loss for d in domains}, {"seconds": 1.0}, None)
+    assert search._best_so_far() == pytest.approx(2.5)
+    live = _Live()
+    live("job", {"job_id": "j", "path": "p", "budget": 4, "done": 3, "best": 2.5})
+    live("result", {"run_id": "r0003", "status": "ok", "objective": 2.7, "done": 4, "budget": 4})
+    assert live.best == pytest.approx(2.5)

@@ -47,9 +47,14 @@ def test_demo_spec_loads_and_inlines_references():
     ({"optimizer": {"name": "mixing_law", "kl_lambda": -1}}, "optimizer", "kl_lambda"),
     ({"ladder": {"level": 3}}, "ladder", "does not exist"),
     ({"ladder": {"enabled": True, "seeds": 4}, "budget": {"runs": 8}}, "ladder", "larger than the budget"),
-    ({"ladder": {"seeds": 1}}, "ladder.seeds", "greater than or equal to 2"),
+    ({"ladder": {"seeds": 1}}, "ladder.seeds", "got 1, must be ≥ 2"),
     ({"proxy": {"tokens": 5000, "tokens_per_param": 50}}, "proxy", "not both"),
     ({"optimizer": {"name": "scaling", "fidelities": [{"level": 0}]}}, "scaling", "two or more scales"),
+    ({"budget": {"runs": 3}, "optimizer": {"name": "regmix"}}, "(top level)", "regmix needs at least 4"),
+    ({"proxy": {"name": "c", "kind": "command", "tokens": 9, "comand": ["x"]}}, "proxy.comand",
+     "did you mean `command`?"),  # the typo first, not the "missing" key it causes
+    ({"proxy": {"n_layer": 0}}, "proxy.n_layer", "got 0, must be ≥ 1"),
+    ({"proxy": {"lr": "fast"}}, "proxy.lr", "got 'fast', must be a number"),
 ])
 def test_bad_spec_names_file_field_and_fix(tmp_path, patch, field, words):
     path = write(tmp_path, {**base(), **patch})
@@ -74,6 +79,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_objective_shorthand_and_description():
     assert ObjectiveSpec.model_validate("loss_prose").metrics == ["loss_prose"]
+    assert ObjectiveSpec.model_validate({"metrics": "loss_prose"}).metrics == ["loss_prose"]
     assert ObjectiveSpec().describe() == "mean(loss_*)"
     with pytest.raises(ValueError):
         ObjectiveSpec(metrics=["loss_a", "loss_b"], weights=[1.0])

@@ -365,3 +365,17 @@ def test_cli_recommend_megatron_with_moe_target(tmp_path):
     assert r.returncode == 2 and "unknown format 'csv'" in r.stderr
     r = run_cli("recommend", store.job_id, "--workdir", work, "--prefix", "nope")
     assert r.returncode == 2 and "expected KEY=VALUE" in r.stderr
+
+
+def test_an_infeasible_target_is_explained_once_in_terms_of_the_binding_cap():
+    """The search's note and the target step's note name the same cap (the target's 4 epochs, not RegMix's 15)."""
+    from mixopt.optimizers.surrogate import CapSettings, resolve_caps
+
+    df = pd.DataFrame({"w_a": [0.5], "w_b": [0.5], "loss_a": [1.0], "loss_b": [1.0], "run_id": ["r0"],
+                       "status": ["ok"]})
+    history = RunTable(df, token_counts={"a": 100, "b": 300})
+    target = TargetSpec(tokens=10_000.0)
+    caps, note = resolve_caps(CapSettings(), history, np.array([0.25, 0.75]), target)
+    assert caps is None and "target.max_epochs" in note and "1.6e+03" in note and "15 epochs" not in note
+    _, own = resolve_caps(CapSettings(), history, np.array([0.25, 0.75]), None)
+    assert own is None  # without a target the corpus itself is the budget: feasible

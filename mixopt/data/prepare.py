@@ -121,8 +121,15 @@ def _tok_label(record: dict[str, Any] | str) -> str:
 
 
 def fingerprint(spec: DatasetSpec) -> str:
-    """Changes whenever the spec, an input file (size or mtime) or the tokenizer file changes."""
-    h = hashlib.sha256(spec.model_dump_json().encode())
+    """Changes whenever what the arrays are made of changes: the spec's content (not `roots`, which only say where
+    sources may be read from and grow when a job folder's copy of the spec is loaded, nor descriptions and
+    discovery notes), an input file (size or mtime) or the tokenizer file. Why: resuming a job re-read its
+    spec with the job folder added to `roots`, and re-prepared an unchanged dataset under a new name."""
+    content = spec.model_dump(mode="json", exclude={"roots"})
+    for dom in content["domains"].values():
+        dom.pop("description", None)
+        dom.pop("discovered", None)
+    h = hashlib.sha256(json.dumps(content, sort_keys=True).encode())
     h.update(f"format {FORMAT}".encode())
     for name, dom in spec.domains.items():
         for src in dom.sources:
@@ -188,6 +195,9 @@ class _Domain:
     spool: Path
     docs: dict[str, tuple[int, int, bool]] = field(default_factory=dict)
     seen: int = 0
+    files: int = 0  # text files read
+    split_files: dict[str, int] = field(default_factory=dict)  # file → documents, for files that gave several
+    binary: list[str] = field(default_factory=list)  # files skipped as binary
     train: list[str] = field(default_factory=list)
     val: list[str] = field(default_factory=list)
 
@@ -226,7 +236,13 @@ def _collect(spec: DatasetSpec, name: str, tmp: Path, on_progress: ProgressFn | 
     offset = 0
     with open(d.spool, "wb") as f:
         for j, src in enumerate(dom.sources):
-            for origin, doc in read_source(src, where=f"{_where(spec, name)}.sources[{j}]"):
+            for origin, doc in read_source(src, where=f"{_where(spec, name)}.sources[{j}]", skipped=d.binary):
+                if src.kind == "glob":
+                    file, _, part = origin.partition("#")
+                    if not part or part == "0":
+                        d.files += 1
+                    if part:
+                        d.split_files[file] = d.split_files.get(file, 0) + 1
                 if isinstance(doc, str):
                     data, is_tokens = doc.encode("utf-8"), False
                     if not data.strip():
@@ -246,11 +262,24 @@ def _collect(spec: DatasetSpec, name: str, tmp: Path, on_progress: ProgressFn | 
                     offset += len(data)
                 if on_progress and d.seen % 1000 == 0:
                     on_progress(name, "read", d.seen, None)
+    d.split_files = {f: n for f, n in d.split_files.items() if n > 1}
+    if d.binary:
+        shown = ", ".join(d.binary[:3]) + (f" and {len(d.binary) - 3} more" if len(d.binary) > 3 else "")
+        log.warning("%s: skipped %d file(s) as binary (a NUL byte in the first 8 KB): %s", _where(spec, name),
+                    len(d.binary), shown)
     if not d.docs:
         srcs = ", ".join(f"{s.kind}: {s.target}" for s in dom.sources)
+        if d.binary and not d.seen:
+            raise InputError(_where(spec, name), f"no documents: every file of {srcs} was skipped as binary "
+                             f"({', '.join(d.binary[:3])}{' …' if len(d.binary) > 3 else ''})",
+                             "point the domain at text files, or convert them to text first")
         raise InputError(_where(spec, name), f"no documents (every document from {srcs} is empty)",
                          "point the domain at files that hold text, or remove the domain")
     return d
+
+
+#: Fewer validation documents than this and a domain's validation loss is one or two documents' loss: warned.
+MIN_VAL_DOCS = 10
 
 
 def _split(spec: DatasetSpec, d: _Domain) -> None:
@@ -280,6 +309,13 @@ def _split(spec: DatasetSpec, d: _Domain) -> None:
         d.val.append(k)
         val_bytes += d.docs[k][1]
     d.train = sorted(train)
+    total = sum(d.docs[k][1] for k in keys)
+    share = val_bytes / total if total else 0.0
+    if len(d.val) and (share > 2 * frac + 0.05 or len(d.val) < MIN_VAL_DOCS):
+        log.warning("%s: validation holds %.0f%% of the domain's bytes (val_fraction %g) from %d document(s); "
+                    "its loss then rests on few documents and training loses them: add documents, or split "
+                    "large files (a glob source's `documents: paragraphs`)", _where(spec, d.name), 100 * share,
+                    frac, len(d.val))
 
 
 def kept_documents(spec: DatasetSpec, tmp: Path, on_progress: ProgressFn | None = None
@@ -326,6 +362,11 @@ def _write_domain(spec: DatasetSpec, d: _Domain, tok: Tokenizer, tmp: Path, on_p
                   ) -> dict[str, Any]:
     dtype = token_dtype(tok.vocab_size)
     info: dict[str, Any] = {"source_docs": d.seen, "distinct_docs": len(d.docs), "files": {}}
+    if d.files:  # text files read, and how many documents each split one gave (the first 50 of them)
+        info["text_files"] = d.files
+        info["split_files"] = dict(sorted(d.split_files.items())[:50])
+    if d.binary:
+        info["binary_skipped"] = d.binary[:50]
     total = sum(d.docs[k][1] for k in (*d.train, *d.val))
     done = 0
     with open(d.spool, "rb") as spool:

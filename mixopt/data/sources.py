@@ -12,6 +12,7 @@ import glob
 import gzip
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -19,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from mixopt.errors import InputError
-from mixopt.spec import SourceSpec, expand_placeholders
+from mixopt.spec import SPLIT_BELOW_FILES, SourceSpec, expand_placeholders
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,10 @@ def source_files(source: SourceSpec) -> list[Path]:
     return files_of(source.target, source.exclude)
 
 
-def read_source(source: SourceSpec, where: str) -> Iterator[tuple[str, Document]]:
-    """Yield `(origin, document)` for every document of the source, in a fixed order."""
+def read_source(source: SourceSpec, where: str, skipped: list[str] | None = None
+                ) -> Iterator[tuple[str, Document]]:
+    """Yield `(origin, document)` for every document of the source, in a fixed order. Files skipped as binary
+    are appended to `skipped` (the caller names them)."""
     kind = source.kind
     if kind == "builtin":
         from pydoc_data.topics import topics
@@ -74,6 +77,9 @@ def read_source(source: SourceSpec, where: str) -> Iterator[tuple[str, Document]
         for bin_path in paths[::2]:
             yield from _megatron(bin_path, where)
         return
+    mode = source.documents
+    if mode == "auto":
+        mode = "paragraphs" if len(paths) < SPLIT_BELOW_FILES else "file"
     for path in paths:
         here = f"{where}: {path}"
         if kind == "npy":
@@ -85,15 +91,75 @@ def read_source(source: SourceSpec, where: str) -> Iterator[tuple[str, Document]
         else:
             raw = _read_bytes(path, here)
             if b"\x00" in raw[:8192]:
-                log.info("skipping binary file %s", path)
+                if skipped is not None:
+                    skipped.append(str(path))
                 continue  # a binary file caught by a broad glob
             text = _decode(raw, source, here)
             if text is None:
                 continue
             if kind == "glob":
-                yield str(path), text
+                yield from split_text(str(path), text, mode, source.max_document_bytes)
             else:
                 yield from _docstrings(path, text)
+
+
+def split_text(origin: str, text: str, mode: str, max_bytes: int) -> Iterator[tuple[str, str]]:
+    """A text file as documents: whole (`file`), one per non-empty line (`lines`), at blank lines with
+    paragraphs joined up to `max_bytes` (`paragraphs`), or at each match of a separator regex (anything else).
+    A piece longer than `max_bytes` is cut at line ends (or, for one very long line, at the limit). Origins of
+    the parts are `FILE#i`, so a prepared domain can say how many documents each file gave."""
+    if mode == "file":
+        yield origin, text
+        return
+    if mode == "lines":
+        pieces, join = [ln for ln in text.splitlines() if ln.strip()], False
+    else:
+        sep = r"\n[ \t]*\n" if mode == "paragraphs" else mode
+        pieces = [p.strip("\n") for p in re.split(sep, text, flags=re.MULTILINE) if p and p.strip()]
+        join = mode == "paragraphs"
+    docs: list[str] = []
+    current: list[str] = []
+    size = 0
+    for piece in pieces:
+        for part in _cut(piece, max_bytes):
+            n = len(part.encode("utf-8"))
+            if not join:
+                docs.append(part)
+                continue
+            if current and size + n + 2 > max_bytes:
+                docs.append("\n\n".join(current))
+                current, size = [], 0
+            current.append(part)
+            size += n + 2
+    if current:
+        docs.append("\n\n".join(current))
+    for i, doc in enumerate(docs):
+        yield f"{origin}#{i}", doc
+
+
+def _cut(piece: str, max_bytes: int) -> Iterator[str]:
+    """`piece` in parts of at most `max_bytes` UTF-8 bytes, at line ends where it has them."""
+    if len(piece.encode("utf-8")) <= max_bytes:
+        yield piece
+        return
+    part: list[str] = []
+    size = 0
+    for line in piece.splitlines(keepends=True):
+        while len(line.encode("utf-8")) > max_bytes:  # one very long line: cut it at the limit (by characters)
+            if part:
+                yield "".join(part)
+                part, size = [], 0
+            head = line.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+            yield head
+            line = line[len(head):]
+        n = len(line.encode("utf-8"))
+        if part and size + n > max_bytes:
+            yield "".join(part)
+            part, size = [], 0
+        part.append(line)
+        size += n
+    if part:
+        yield "".join(part)
 
 
 def _read_bytes(path: Path, where: str) -> bytes:

@@ -69,6 +69,12 @@ class OptimizerBase:
     #: (False for baselines themselves, online schedules and continual-pretraining laws with their own objective).
     verifies: ClassVar[bool] = True
 
+    @classmethod
+    def runs_needed(cls, settings: BaseModel) -> int | None:
+        """Search runs this optimizer needs before it can recommend (checked against budget.runs when a spec
+        loads, so a too-small budget is refused before it trains); None when it does not count runs."""
+        return None
+
     def __init__(self, seed: int = 0, objective: ObjectiveSpec | str | None = None, **settings: Any) -> None:
         self.seed = seed
         self.objective = (objective if isinstance(objective, ObjectiveSpec)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from mixopt.errors import InputError
 from mixopt.optimizers.base import OptimizerBase, Recommendation, mixture_dict
@@ -107,15 +107,21 @@ def resolve_caps(s: CapSettings, history: RunTable, prior: np.ndarray, target: T
         counts = prior
     tokens = s.target_tokens or (target.tokens if target and target.tokens else None) or counts.sum()
     caps = repetition_caps(counts, tokens, s.max_epochs)
+    limit = f"{s.max_epochs:g} epochs per domain (optimizer.max_epochs)"
     if target is not None and target.tokens and history.token_counts and s.target_tokens is None:
         from mixopt.target import domain_caps
 
         # The target's own limits (4 epochs by default, per-domain overrides) bound the search itself, so
         # the recommendation needs no re-balancing afterwards when a feasible mixture exists.
         caps = np.minimum(caps, domain_caps(history.domains, history.token_counts, target))
+        if target.max_epochs < s.max_epochs or target.max_epochs_per_domain:
+            limit = (f"the target's {target.max_epochs:g} epochs per domain (target.max_epochs, tighter than "
+                     f"optimizer.max_epochs {s.max_epochs:g})")
     if caps.sum() < 1:  # no mixture fits: search unconstrained, the target step reports the overrun
-        return None, (f"{tokens:.3g} target tokens exceed what the corpus holds at {s.max_epochs:g} epochs per "
-                      f"domain ({s.max_epochs * counts.sum():.3g}): repetition caps not applied in the search")
+        # One explanation, in terms of the cap that binds, so that it reads with the target step's note.
+        return None, (f"{tokens:.3g} target tokens exceed the {caps.sum() * tokens:.3g} the corpus supplies at "
+                      f"{limit}: repetition caps not applied in the search; the target step below spreads the "
+                      "overrun evenly")
     return caps, None
 
 
@@ -123,6 +129,10 @@ class SurrogateOptimizer(OptimizerBase):
     """Prior, caps, predictor, simulation and the top-k recommendation; subclasses write `propose`."""
 
     settings: Any  # a SurrogateSettings subclass with a `predictor` field
+
+    @classmethod
+    def runs_needed(cls, settings: BaseModel) -> int | None:
+        return int(settings.min_runs)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------------------------------ helpers
 

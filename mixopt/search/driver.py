@@ -324,7 +324,8 @@ class Search:
             store.set_meta("driver", {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
             store.set_meta("state", "running")
             self.on_event("job", {"job_id": store.job_id, "path": str(store.path),
-                                  "budget": self.spec.budget.runs, "done": store.n_finished()})
+                                  "budget": self.spec.budget.runs, "done": store.n_finished(),
+                                  "best": self._best_so_far()})
             mirror = _Mirror(self, self._tracker())
             mirror.open_job()
             mirror.catch_up()
@@ -358,6 +359,15 @@ class Search:
             self.on_event("warning", {"message": f"the MLflow view of {store.job_id} is incomplete; the run table "
                                       f"is not: `mixopt sync {store.job_id}` restores it"})
         return rec
+
+    def _best_so_far(self) -> float | None:
+        """The best objective among the search runs already recorded (a resumed job's earlier sessions)."""
+        assert self.store is not None
+        table = self.store.run_table()
+        if not len(table) or not table.loss_columns:
+            return None
+        _, y = table.usable(self.spec.objective)
+        return float(np.min(y)) if len(y) else None
 
     def _refuse_second_driver(self) -> None:
         """Two drivers on one job would each re-run its pending proposals: refuse while the first is alive."""
