@@ -330,7 +330,9 @@ def runs(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
 
     st = JobStore.open(workdir, job)
     table = st.run_table(ladder=True)  # the verification ladder's runs too, with their stage
-    df = table.df.copy()
+    # csv/json carry the corpus token counts (tokens_<domain>), so recommending from the export gives the same
+    # prior and caps as the job
+    df = table.with_token_columns() if fmt in ("csv", "json") else table.df.copy()
     if len(df) and table.loss_columns:
         df["objective"] = table.objective(st.spec.objective)
     if fmt == "csv":

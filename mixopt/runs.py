@@ -25,6 +25,7 @@ from mixopt.spec import ObjectiveSpec
 
 ROUNDING_TOLERANCE = 0.01  # released tables round weights (RegMix: sums in [0.996, 1.003]); renormalise those
 STATUSES = ("ok", "failed", "pending")
+TOKENS_PREFIX = "tokens_"  # exported corpus token counts, one column per domain
 
 
 class RunTable:
@@ -46,12 +47,33 @@ class RunTable:
         self.df = df
         self._check_weights()
         self.token_counts = None
+        if token_counts is None:
+            token_counts = self._exported_token_counts(df, source)
         if token_counts is not None:
             missing = [d for d in self.domains if d not in token_counts]
             if missing:
                 raise InputError(source, f"token counts missing for domain(s) {missing}",
                                  "give a token count for every w_ column")
             self.token_counts = {d: float(token_counts[d]) for d in self.domains}
+
+    def _exported_token_counts(self, df: pd.DataFrame, source: str) -> dict[str, float] | None:
+        """Token counts carried as `tokens_<domain>` columns (what `mixopt runs --format csv` writes), so a
+        table recommended from its export has the same prior and repetition caps as the job's own."""
+        cols = [f"{TOKENS_PREFIX}{d}" for d in self.domains]
+        if not len(df) or not all(c in df.columns for c in cols):
+            return None
+        first = df[cols].iloc[0]
+        if not (df[cols] == first).all().all() or first.isna().any():
+            raise InputError(f"{source}: {TOKENS_PREFIX}<domain>", "token counts differ between rows",
+                             "give each domain's corpus token count, the same on every row")
+        return {d: float(first[c]) for d, c in zip(self.domains, cols, strict=True)}
+
+    def with_token_columns(self) -> pd.DataFrame:
+        """The table with its token counts as `tokens_<domain>` columns (for exports that must carry them)."""
+        df = self.df.copy()
+        for d, n in (self.token_counts or {}).items():
+            df[f"{TOKENS_PREFIX}{d}"] = n
+        return df
 
     # ------------------------------------------------------------------------------------------ loading
 

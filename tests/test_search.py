@@ -159,12 +159,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_runs_command_and_mlflow_ui_show_the_same_runs(tiny_job, workdir):
+def test_runs_command_and_mlflow_ui_show_the_same_runs(tiny_job, workdir, tmp_path):
     job = tiny_job[0].store
     res = run_cli("runs", job.job_id, "--workdir", str(workdir), "--format", "json")
     assert res.returncode == 0, res.stderr
     rows = json.loads(res.stdout)
     assert len(rows) == 4
+    # the CSV export carries the corpus token counts: recommending from it sees the job's prior and caps
+    csv = run_cli("runs", job.job_id, "--workdir", str(workdir), "--format", "csv")
+    (tmp_path / "runs.csv").write_text(csv.stdout)
+    from mixopt.runs import RunTable
+
+    assert RunTable.from_csv(tmp_path / "runs.csv").token_counts == job.run_table().token_counts is not None
     port = _free_port()
     ui = subprocess.Popen([sys.executable, "-m", "mixopt.cli", "ui", "--workdir", str(workdir), "--port",
                            str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
