@@ -181,11 +181,17 @@ def status(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
         if not jobs:
             console.print(f"no jobs in {workdir}/jobs — start one with `mixopt submit search/demo.yaml`")
             return
-        t = Table(title=f"jobs in {workdir}")
-        for c in ("job", "optimizer", "state", "ok", "failed", "pending", "budget", "best objective"):
-            t.add_column(c)
+        # Compact enough for 80 columns; a job id is what the user copies, so it is never cut (a unique prefix
+        # also works wherever a job is asked for).
+        t = Table(title=f"jobs in {workdir}", box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False,
+                  header_style="bold")
+        t.add_column("job", no_wrap=True, min_width=max(len(j.job_id) for j in jobs))
+        for c in ("optimizer", "state", "ok/budget", "failed", "best"):
+            t.add_column(c, justify="left" if c in ("optimizer", "state") else "right", no_wrap=True)
         for st in jobs:
-            t.add_row(*_job_summary(st))
+            job_id, opt, state, ok, failed, pending, budget, best = _job_summary(st)
+            t.add_row(job_id, opt, state, f"{ok}/{budget}" + (f" +{pending}" if pending not in ("", "0") else ""),
+                      failed, best)
         console.print(t)
         return
     st = JobStore.open(workdir, job)
@@ -345,18 +351,31 @@ def runs(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
         raise InputError("--format", f"unknown format {fmt!r}", "use table, csv or json")
     from rich import box
 
+    # Weights as percentages (3 characters), so that a run's mixture fits an 80-column terminal; the per-domain
+    # losses only where the terminal is wide enough for them (every number of a table is then shown whole).
+    wcols, lcols = table.weight_columns, table.loss_columns
+    show_losses = bool(lcols) and console.width >= 18 + 7 * (len(wcols) + len(lcols)) + 10
     t = Table(title=f"{st.job_id}: {len(df)} runs, objective = {st.spec.objective.describe()}",
-              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-    cols = ["run_id", "status", *table.weight_columns, *table.loss_columns, "objective"]
-    for c in cols:
-        t.add_column(c.removeprefix("w_").removeprefix("loss_") if c not in ("run_id", "status") else c,
-                     justify="right" if c not in ("run_id", "status") else "left")
-    t.columns[2].header = "w: " + t.columns[2].header
-    if table.loss_columns:
-        t.columns[2 + len(table.weight_columns)].header = "loss: " + t.columns[2 + len(table.weight_columns)].header
+              box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    t.add_column("run_id", no_wrap=True)
+    t.add_column("status", no_wrap=True)
+    for i, c in enumerate(wcols):  # long domain names fold in the header; the numbers never do
+        t.add_column(("w% " if i == 0 else "") + c.removeprefix("w_"), justify="right", overflow="fold",
+                     min_width=3)
+    for i, c in enumerate(lcols if show_losses else []):
+        t.add_column(("loss " if i == 0 else "") + c.removeprefix("loss_"), justify="right", overflow="fold",
+                     min_width=5)
+    t.add_column("objective", justify="right", no_wrap=True)
     for _, r in df.iterrows():
-        t.add_row(*[_fmt(r.get(c)) for c in cols])
+        t.add_row(str(r["run_id"]), str(r["status"]), *[f"{100 * float(r[c]):.0f}" for c in wcols],
+                  *[_fmt(r.get(c)) for c in (lcols if show_losses else [])], _fmt(r.get("objective")))
     console.print(t)
+    if lcols and not show_losses:
+        console.print(f"per-domain losses left out at {console.width} columns: widen the terminal, or "
+                      "`--format csv`")
+    failed = df[df["status"] == "failed"]
+    for _, r in failed.iterrows():  # why each failed run failed (the run table keeps the whole message)
+        console.print(f"[red]failed[/] {r['run_id']}: {str(r.get('error') or 'no reason recorded')[:200]}")
 
 
 def _fmt(v: Any) -> str:

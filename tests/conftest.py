@@ -74,6 +74,7 @@ seed: 1
     return p
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, columns: int = 200
+            ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mixopt.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": str(columns)})

@@ -406,3 +406,35 @@ def test_a_resumed_jobs_progress_counts_the_best_of_earlier_sessions(tmp_path):
     live("job", {"job_id": "j", "path": "p", "budget": 4, "done": 3, "best": 2.5})
     live("result", {"run_id": "r0003", "status": "ok", "objective": 2.7, "done": 4, "budget": 4})
     assert live.best == pytest.approx(2.5)
+
+
+def test_a_unique_prefix_of_a_job_id_opens_the_job(tmp_path):
+    from mixopt.errors import InputError
+
+    spec = SearchSpec.from_yaml(tiny_spec_yaml(tmp_path, runs=4))
+    wd = tmp_path / "wd"
+    a = JobStore.create(wd, spec, "tiny-20261201-101500-aaaa")
+    JobStore.create(wd, spec, "tiny-20261201-101500-abbb")
+    assert JobStore.open(wd, "tiny-20261201-101500-aa").path == a.path
+    with pytest.raises(InputError, match="matches 2 jobs"):
+        JobStore.open(wd, "tiny-20261201-101500-a")
+    with pytest.raises(InputError, match="not found"):
+        JobStore.open(wd, "nope")
+
+
+def test_status_and_runs_fit_an_80_column_terminal(tiny_job, workdir):
+    """Every line within 80 columns, no number or job id cut short (rich marks a cut with an ellipsis)."""
+    job = tiny_job[0].store
+    listing = run_cli("status", "--workdir", str(workdir), columns=80)
+    assert listing.returncode == 0, listing.stderr
+    assert job.job_id in listing.stdout  # whole, on one line: it can be copied
+    runs = run_cli("runs", job.job_id, "--workdir", str(workdir), columns=80)
+    assert runs.returncode == 0, runs.stderr
+    for out in (listing.stdout, runs.stdout):
+        assert all(len(line) <= 80 for line in out.splitlines()), out
+        assert "…" not in out, out
+    table = job.run_table()
+    first = table.df.iloc[0]
+    row = next(line for line in runs.stdout.splitlines() if line.split()[:1] == [first["run_id"]])
+    assert [f"{100 * first[c]:.0f}" for c in table.weight_columns] == row.split()[2:2 + len(table.weight_columns)]
+    assert "per-domain losses left out at 80 columns" in runs.stdout

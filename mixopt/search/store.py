@@ -10,6 +10,7 @@ run, and on resume re-runs exactly the pending proposals (same mixture, same see
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -97,8 +98,15 @@ class JobStore:
         for cand in (Path(job), jobs / job):
             if (cand / "runs.sqlite").is_file():
                 return cls(cand)._migrated()
+        # A unique prefix of a job id works too (ids are long; a terminal may cut them).
+        matches = sorted(p.parent for p in jobs.glob(f"{glob.escape(job)}*/runs.sqlite")) if jobs.is_dir() else []
+        if len(matches) == 1:
+            return cls(matches[0])._migrated()
+        if len(matches) > 1:
+            raise InputError(f"job {job}", f"matches {len(matches)} jobs ({', '.join(m.name for m in matches[:4])}"
+                             f"{', …' if len(matches) > 4 else ''})", "give more of the job id")
         raise InputError(f"job {job}", f"not found under {jobs}",
-                         "give a job id from `mixopt status` or a job folder path")
+                         "give a job id (or a unique prefix of one) from `mixopt status`, or a job folder path")
 
     def _migrated(self) -> JobStore:
         """Tables added since the job was created (all `IF NOT EXISTS`, so this is a no-op otherwise)."""
