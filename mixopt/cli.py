@@ -75,6 +75,8 @@ class _Live:
                                  TimeElapsedColumn(), TextColumn("{task.fields[best]}"), console=console)
         self.task: Any = None
         self.best = math.inf
+        self.path: Path | None = None  # where the job's recommendation.json is, once the job folder exists
+        self.shown = False  # the recommendation was printed when it came
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
         p = self.progress
@@ -82,6 +84,7 @@ class _Live:
             console.log(f"prepared domain [cyan]{data['domain']}[/] ({data['i']}/{data['n']})")
         elif event == "job":
             console.log(f"job [bold]{data['job_id']}[/] in {data['path']}")
+            self.path = Path(data["path"]) / "recommendation.json"
             if data.get("best") is not None:  # a resumed job: its earlier sessions' runs count too
                 self.best = float(data["best"])
             self.task = p.add_task("proxy runs", total=data["budget"], completed=data["done"],
@@ -107,6 +110,13 @@ class _Live:
             p.update(self.task, advance=1, best=f"best {self.best:.4f}" if math.isfinite(self.best) else "")
         elif event == "warning":
             p.console.log(f"[yellow]warning:[/] {data['message']}")
+        elif event == "recommendation" and self.path is not None:
+            # Shown the moment it exists: the report and the MLflow upload that follow can take a while.
+            self.progress.stop()
+            _print_recommendation(data, self.path)
+            self.shown = True
+        elif event == "report":
+            console.print("[dim]writing the job report (cross-validated predictions, charts) …[/]")
 
 
 def _run_search(search: Any) -> None:
@@ -114,7 +124,8 @@ def _run_search(search: Any) -> None:
     search.on_event = live
     with live.progress:
         rec = search.run()
-    _print_recommendation(rec.to_dict(), search.store.path / "recommendation.json")
+    if not live.shown:
+        _print_recommendation(rec.to_dict(), search.store.path / "recommendation.json")
 
 
 AddressOpt = Annotated[str | None, typer.Option(

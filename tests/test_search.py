@@ -94,6 +94,8 @@ def test_resume_after_the_driver_is_killed(tmp_path):
 
     res = run_cli("resume", store.job_id, "--workdir", str(wd), timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
+    # the recommendation is printed when it exists, before the report's refits
+    assert res.stdout.index("recommended mixture") < res.stdout.index("writing the job report")
     after = results(db)
     assert sorted(after) == [f"r{i:04d}" for i in range(6)]  # nothing repeated, nothing beyond the budget
     assert {k: after[k] for k in before} == before  # finished runs untouched
@@ -138,6 +140,8 @@ def test_the_ladder_runs_after_the_search_and_resumes_after_a_kill(tmp_path):
 
     res = run_cli("resume", store.job_id, "--workdir", str(wd), timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
+    # the recommendation is printed when it exists, before the report's refits
+    assert res.stdout.index("recommended mixture") < res.stdout.index("writing the job report")
     after = results(db)
     assert sorted(after) == [f"r{i:04d}" for i in range(12)] and {k: after[k] for k in before} == before
     full = store.run_table(ladder=True)
@@ -438,3 +442,18 @@ def test_status_and_runs_fit_an_80_column_terminal(tiny_job, workdir):
     row = next(line for line in runs.stdout.splitlines() if line.split()[:1] == [first["run_id"]])
     assert [f"{100 * first[c]:.0f}" for c in table.weight_columns] == row.split()[2:2 + len(table.weight_columns)]
     assert "per-domain losses left out at 80 columns" in runs.stdout
+
+
+def test_a_proxy_that_cannot_fit_in_memory_is_refused_before_anything_runs(tmp_path):
+    import yaml
+
+    from mixopt.errors import InputError
+
+    raw = yaml.safe_load(tiny_spec_yaml(tmp_path, runs=4).read_text())
+    raw["proxy"].update(d_model=100_000, n_head=4)
+    path = tmp_path / "huge.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    wd = tmp_path / "wd"
+    with pytest.raises(InputError, match=r"GiB of memory.*more than this machine's"):
+        Search(SearchSpec.from_yaml(path), workdir=wd).run()
+    assert not wd.exists()  # no data prepared, no job folder

@@ -72,6 +72,20 @@ def model_size(spec: ProxySpec, vocab_size: int) -> ModelSize:
     return ModelSize(total=total, active=active, embedding=emb, flops_per_token=flops)
 
 
+def training_memory_bytes(spec: ProxySpec, vocab_size: int) -> float:
+    """A rough upper estimate of what one task training `proxies_per_task` proxies of `spec` holds in memory.
+
+    Per proxy: weights, gradients and AdamW's two moments in float32 (16 bytes per parameter), plus the
+    activations kept for the backward pass — about 34·d_model + 5·heads·context floats per token and layer (the
+    usual transformer accounting) and the logits with their softmax and gradient (3·vocab floats per token).
+    Used to refuse a proxy that cannot fit before anything trains, not to size tasks."""
+    size = model_size(spec, vocab_size)
+    tokens = spec.batch_size * spec.seq_len
+    hidden = spec.d_model if spec.kind != "moe" else spec.d_model * max(1, spec.top_k)
+    act = tokens * (spec.n_layer * (34 * hidden + 5 * spec.n_head * spec.seq_len) + 3 * vocab_size) * 4
+    return float(max(1, spec.proxies_per_task) * (16 * size.total + act))
+
+
 # ------------------------------------------------------------------------------------------------ pieces
 
 

@@ -308,6 +308,7 @@ class Search:
     def run(self) -> Recommendation:
         if self.store is not None:
             self._refuse_second_driver()
+        self._check_memory()
         # Ray first: a cluster that refuses this client (e.g. its token) is told before the data is prepared,
         # and leaves no job folder behind.
         started_ray = cluster.connect(self.ray_address)
@@ -359,6 +360,28 @@ class Search:
             self.on_event("warning", {"message": f"the MLflow view of {store.job_id} is incomplete; the run table "
                                       f"is not: `mixopt sync {store.job_id}` restores it"})
         return rec
+
+    def _check_memory(self) -> None:
+        """Refuse, before anything trains, a proxy whose training cannot fit in this machine's memory (a local
+        search on the CPU; a cluster's and a GPU's memory are not known here)."""
+        if self.ray_address or os.environ.get("RAY_ADDRESS"):
+            return
+        try:
+            ram = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):
+            return
+        from mixopt.proxies.model import training_memory_bytes
+
+        vocab = self.spec.dataset.tokenizer.vocab_size or 257
+        for p in self.spec.proxies:
+            if p.kind == "command" or p.device == "cuda":
+                continue
+            need = training_memory_bytes(p, vocab)
+            if need > 0.8 * ram:
+                raise InputError(f"proxy {p.name}", f"training it needs about {need / 2**30:,.1f} GiB of memory "
+                                 f"({p.proxies_per_task} per task), more than this machine's {ram / 2**30:.1f} GiB",
+                                 "make it smaller (d_model, n_layer, batch_size, seq_len) or lower "
+                                 "proxies_per_task")
 
     def _best_so_far(self) -> float | None:
         """The best objective among the search runs already recorded (a resumed job's earlier sessions)."""
@@ -504,6 +527,7 @@ class Search:
     def _artifacts(self) -> list[Path]:
         """The job's HTML report, written now, for the parent run (the recommendation goes as a dict)."""
         assert self.store is not None
+        self.on_event("report", {"path": str(self.store.path / "report.html")})
         try:
             from mixopt.search.report import write_report
 
