@@ -656,6 +656,10 @@ def ui(workdir: WorkdirOpt = DEFAULT_WD,
     """Serve the MLflow UI on the workdir's store (one lightweight worker)."""
     from mixopt.search.tracking import default_tracking_uri
 
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning:[/] serving on {host}: anyone who reaches this port can read and change "
+                          "every run of the store, since MLflow's server has no login unless you enable it (README, "
+                          "'A shared MLflow server')")
     uri = tracking_uri or default_tracking_uri(workdir)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise InputError(str(workdir), "no MLflow store here yet", "run a search first, or pass --workdir")
@@ -663,10 +667,6 @@ def ui(workdir: WorkdirOpt = DEFAULT_WD,
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     cmd = [mlflow, "server", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", "1",
            "--default-artifact-root", (Path(workdir) / "mlartifacts").resolve().as_uri()]
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        err_console.print(f"[yellow]warning:[/] serving on {host}: anyone who reaches this port can read and change "
-                          "every run of the store, since MLflow's server has no login unless you enable it (README, "
-                          "'A tracking server for a team')")
     console.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C to stop")
     raise typer.Exit(subprocess.call(cmd, env=env))
 

@@ -176,6 +176,12 @@ def test_mlflow_ui_listens_on_loopback_only(tmp_path):
     assert ui.returncode in (0, -signal.SIGTERM, 130, 143, -signal.SIGKILL)
 
 
+def test_mlflow_ui_on_another_interface_only_when_asked_and_with_a_warning(tmp_path):
+    res = cli("ui", "--workdir", str(tmp_path / "empty"), "--host", "0.0.0.0", timeout=60)
+    assert "warning: serving on 0.0.0.0" in res.stderr and "no login" in res.stderr
+    assert res.returncode == 2 and "no MLflow store here yet" in res.stderr  # and nothing was served
+
+
 def _listening(port: int) -> set[str]:
     """Local addresses with a socket listening on `port`, from /proc/net/tcp and tcp6."""
     out = set()
