@@ -197,8 +197,10 @@ def status(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
         t = Table(title=f"jobs in {workdir}", box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False,
                   header_style="bold")
         t.add_column("job", no_wrap=True, min_width=max(len(j.job_id) for j in jobs))
-        for c in ("optimizer", "state", "ok/budget", "failed", "best"):
-            t.add_column(c, justify="left" if c in ("optimizer", "state") else "right", no_wrap=True)
+        for c in ("optimizer", "state"):  # words may fold onto a second line; ids and numbers never do
+            t.add_column(c, overflow="fold")
+        for c, w in (("ok/budget", 5), ("failed", 3), ("best", 6)):
+            t.add_column(c, justify="right", no_wrap=True, min_width=w)
         for st in jobs:
             job_id, opt, state, ok, failed, pending, budget, best = _job_summary(st)
             t.add_row(job_id, opt, state, f"{ok}/{budget}" + (f" +{pending}" if pending not in ("", "0") else ""),

@@ -200,8 +200,10 @@ def test_continual_pretraining_starts_every_run_from_one_cached_base(prepared, t
     assert a.curve[0]["tokens"] == 0 and a.curve[0]["losses"] == b.curve[0]["losses"]
     fresh = train_proxy(ProxySpec(**TINY, tokens=8 * 64 * 4), mixtures[0], train, val, prepared.vocab_size, 11)
     assert a.curve[0]["losses"]["python"] < fresh.losses["python"] - 0.5
-    # Continued pretraining on licences moves that loss down far more than continuing on python does.
-    assert b.losses["licenses"] < a.losses["licenses"] - 0.1
+    # Continued pretraining on licences moves that loss down far more (over twice as far from the base's) than
+    # continuing on python does.
+    start = a.curve[0]["losses"]["licenses"]
+    assert start - b.losses["licenses"] > 2 * (start - a.losses["licenses"]) > 0
     assert a.tokens == 8 * 64 * 12  # tokens count the continued run only
     # A second call loads the cache (same numbers) instead of training the base again.
     again = train_proxy(spec, mixtures[1], train, val, prepared.vocab_size, seed=12)
