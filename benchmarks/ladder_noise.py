@@ -43,6 +43,7 @@ DEFAULT_PROXY = ROOT / "proxies" / "micro.yaml"
 VARIANTS = {
     "iid sampler": {"sampling": "iid"},
     "stratified": {"sampling": "stratified"},
+    "stratified, 256 eval windows": {"sampling": "stratified", "eval_windows": 256},
 }
 
 

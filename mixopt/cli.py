@@ -212,6 +212,9 @@ def status(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
     for k, v in zip(("job", "optimizer", "state", "ok", "failed", "pending", "budget", "best objective"), row,
                     strict=True):
         console.print(f"[bold]{k:>15}[/]: {v}")
+    eta = _eta(st)
+    if eta:
+        console.print(f"[bold]{'time left':>15}[/]: {eta}")
     console.print(f"[bold]{'folder':>15}[/]: {st.path}")
     if (st.path / "recommendation.json").is_file():
         console.print(f"[bold]{'recommendation':>15}[/]: {st.path / 'recommendation.json'}")
@@ -233,6 +236,27 @@ def _job_summary(st: Any) -> tuple[str, ...]:
         best = f"{y.min():.4f}" if len(y) else ""
     return (st.job_id, spec.optimizer.name, state, str(counts.get("ok", 0)),
             str(counts.get("failed", 0)), str(counts.get("pending", 0)), str(spec.budget.runs), best)
+
+
+def _eta(st: Any, recent: int = 8) -> str:
+    """About how long a running job's search has left: the remaining runs at the pace of its last `recent`
+    finished runs (the ladder, which trains a larger proxy, comes after and is not counted)."""
+    if str(st.get_meta("state")) != "running":
+        return ""
+    df = st.frame()
+    if "stage" in df.columns:
+        df = df[df["stage"] != "ladder"]
+    done = df[df["status"].isin(["ok", "failed"])].sort_values("finished_at") if len(df) else df
+    left = int(st.spec.budget.runs) - (int((df["status"] == "ok").sum()) if len(df) else 0)
+    if left <= 0:
+        return "the search's runs are done (the ladder or the recommendation is next)"
+    if len(done) < 2:
+        return f"{left} runs to go; a pace needs two finished runs"
+    last = done.tail(recent + 1)
+    per_run = (float(last["finished_at"].iloc[-1]) - float(last["finished_at"].iloc[0])) / (len(last) - 1)
+    minutes = left * per_run / 60
+    return (f"about {minutes:.0f} min for the search's {left} remaining runs (the last {len(last) - 1} runs' pace)"
+            + (", then the ladder" if st.spec.ladder.enabled is not False else ""))
 
 
 def _state(st: Any) -> str:
@@ -755,8 +779,15 @@ def data_discover(
     final_k: Annotated[int | None, typer.Option(help="Merge down to this many clusters instead.")] = None,
     min_cluster_frac: Annotated[float, typer.Option(help="Prune clusters smaller than this share of the "
                                                     "average cluster.")] = 0.2,
+    chunk_chars: Annotated[int, typer.Option(min=0, help="Cluster pieces of at most this many characters, cut "
+                                             "at line breaks (0: whole documents, each embedded by its start)."
+                                             )] = 4000,
 ) -> None:
-    """Cluster the manifest's documents (CLIMB-style) and write a new manifest whose domains are the clusters."""
+    """Cluster the manifest's documents (CLIMB-style) and write a new manifest whose domains are the clusters.
+
+    Documents are cut into pieces of about a page (--chunk-chars) before they are embedded, so a domain of a
+    few large files spreads over the clusters its text belongs to. Shares are in bytes of text.
+    """
     from mixopt.data.discover import cluster_name, discover
     from mixopt.spec import load_dataset
 
@@ -764,14 +795,18 @@ def data_discover(
     out = out or manifest.with_name(f"{spec.name}-clusters.yaml")
     with console.status("discovering") as st:
         d = discover(spec, k=k, out=out, seed=seed, embedder=embedder, merge_distance=merge_distance,
-                     final_k=final_k, min_cluster_frac=min_cluster_frac, on_stage=lambda s: st.update(s))
-    t = Table(title=f"{len(d.clusters)} domains from {len(d.labels):,} documents in {d.seconds['total']:.1f}s")
-    for c in ("domain", "documents", "MB", "mostly from", "top terms"):
-        t.add_column(c, justify="right" if c in ("documents", "MB") else "left")
+                     final_k=final_k, min_cluster_frac=min_cluster_frac, on_stage=lambda s: st.update(s),
+                     chunk_chars=chunk_chars)
+    total = sum(i.bytes for i in d.clusters) or 1
+    t = Table(title=f"{len(d.clusters)} domains from {len(d.labels):,} pieces in {d.seconds['total']:.1f}s")
+    for c in ("domain", "share", "MB", "pieces", "mostly from (bytes)", "top terms"):
+        t.add_column(c, justify="right" if c in ("share", "MB", "pieces") else "left",
+                     overflow="fold" if c == "top terms" else "ellipsis")
     for c, info in enumerate(d.clusters):
-        main_origin, n = next(iter(info.origins.items()))
-        t.add_row(cluster_name(c, len(d.clusters)), f"{info.documents:,}", f"{info.bytes / 1e6:.2f}",
-                  f"{main_origin} ({n / info.documents:.0%})", ", ".join(info.top_terms[:6]))
+        main_origin, n = next(iter(info.origin_bytes.items()))
+        t.add_row(cluster_name(c, len(d.clusters)), f"{info.bytes / total:.0%}", f"{info.bytes / 1e6:.2f}",
+                  f"{info.documents:,}", f"{main_origin} ({n / max(1, info.bytes):.0%})",
+                  escape(", ".join(info.top_terms[:6])))
     console.print(t)
     console.print(f"written to {out} (prepare it with `mixopt data prepare {out}`)")
 

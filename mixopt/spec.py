@@ -144,6 +144,7 @@ class ClusterInfo(_Strict):
     documents: int
     bytes: int
     origins: dict[str, int] = Field(default_factory=dict, description="documents per domain of the input")
+    origin_bytes: dict[str, int] = Field(default_factory=dict, description="bytes per domain of the input")
     top_terms: list[str] = Field(default_factory=list)
     examples: list[str] = Field(default_factory=list)
 

@@ -346,6 +346,40 @@ def test_discovery_recovers_planted_domains(planted_corpus, tmp_path):
     assert sum(v["train_docs"] + v["val_docs"] for v in data.index["domains"].values()) == 240
 
 
+def test_discovery_clusters_pieces_of_long_files(tmp_path):
+    """Two manuals, each one file holding two kinds of text, are two documents: whole, discovery can find two
+    clusters at most; cut into pieces of at most `chunk_chars`, their parts fall into four clusters by kind."""
+    from mixopt.data.discover import chunk, discover
+
+    docs, kinds = planted_docs(n_per=20), list(WORDS)
+    for i, part in enumerate((kinds[:2], kinds[2:])):
+        (tmp_path / f"manual{i}.txt").write_text("\n".join(d for n in part for d in docs[n]) + "\n")
+    spec = spec_of({f"manual{i}": {"sources": [{"glob": str(tmp_path / f"manual{i}.txt"), "documents": "file"}]}
+                    for i in range(2)})
+    whole = discover(spec, k=8, out=tmp_path / "whole" / "found.yaml", seed=0, chunk_chars=0, final_k=4)
+    assert len(whole.labels) == 2 and len(whole.clusters) == 2
+    d = discover(spec, k=12, out=tmp_path / "out" / "found.yaml", seed=0, chunk_chars=2000, final_k=4)
+    assert len(d.clusters) == 4 and len(d.labels) >= 30  # ~100 KB in pieces of ≤ 2,000 characters
+    kind_bytes = np.zeros((4, len(WORDS)))
+    for c in range(4):
+        for line in (tmp_path / "out" / "found" / f"cluster_{c:02d}.jsonl").read_text().splitlines():
+            kind = None  # a piece may start inside a document (a code document's continuation line)
+            for row in json.loads(line)["text"].splitlines():
+                head = row.split(" document ")[0]
+                kind = kinds.index(head) if head in kinds else kind
+                if kind is not None:
+                    kind_bytes[c, kind] += len(row) + 1
+    assert kind_bytes.max(axis=1).sum() / kind_bytes.sum() >= 0.9  # each cluster is mostly one kind, by bytes
+    assert sorted(kind_bytes.argmax(axis=1).tolist()) == [0, 1, 2, 3]
+    assert sum(c.bytes for c in d.clusters) == sum((tmp_path / f"manual{i}.txt").stat().st_size for i in range(2))
+    assert all(sum(c.origin_bytes.values()) == c.bytes and max(c.origin_bytes.values()) >= 0.9 * c.bytes
+               for c in d.clusters)
+    text = "line one\nline two is longer\n" * 50
+    pieces = chunk(text, 100)
+    assert "".join(pieces) == text and max(map(len, pieces)) <= 100 and all(p.endswith("\n") for p in pieces)
+    assert chunk(text, 0) == [text] and chunk("x" * 250, 100) == ["x" * 100, "x" * 100, "x" * 50]
+
+
 def test_cli_discover_and_prepare(planted_corpus, tmp_path):
     manifest = tmp_path / "m.yaml"
     manifest.write_text(yaml.safe_dump({"name": "p", "min_val_tokens": 1024, "domains": {

@@ -457,3 +457,31 @@ def test_a_proxy_that_cannot_fit_in_memory_is_refused_before_anything_runs(tmp_p
     with pytest.raises(InputError, match=r"GiB of memory.*more than this machine's"):
         Search(SearchSpec.from_yaml(path), workdir=wd).run()
     assert not wd.exists()  # no data prepared, no job folder
+
+
+def test_status_of_a_running_job_says_about_how_long_is_left(tmp_path):
+    import sqlite3
+
+    from mixopt.cli import _eta
+    from mixopt.search.store import PendingRun
+
+    spec = SearchSpec.from_yaml(tiny_spec_yaml(tmp_path, runs=10))
+    wd = tmp_path / "wd"
+    store = JobStore.create(wd, spec, "tiny-20261201-101500-eeee")
+    domains = list(spec.dataset.domains)
+    store.set_meta("state", "running")
+    assert _eta(store) == "10 runs to go; a pace needs two finished runs"
+    for i in range(4):
+        store.add_proposals([PendingRun(f"r{i:04d}", i, 0, 1, dict.fromkeys(domains, 1 / len(domains)), None,
+                                        "regmix")])
+        store.add_result(f"r{i:04d}", "ok", {f"loss_{d}": 3.0 for d in domains}, {"seconds": 1.0}, None)
+    with sqlite3.connect(store.db_path) as db:  # finished a minute apart
+        for i in range(4):
+            db.execute("UPDATE results SET finished_at = ? WHERE run_id = ?", (1000.0 + 60 * i, f"r{i:04d}"))
+    eta = _eta(store)
+    assert eta.startswith("about 6 min for the search's 6 remaining runs (the last 3 runs' pace)"), eta
+    r = run_cli("status", store.job_id, "--workdir", str(wd))
+    assert r.returncode == 0, r.stderr
+    assert "time left" in r.stdout and "about 6 min" in r.stdout
+    store.set_meta("state", "finished")
+    assert _eta(store) == ""

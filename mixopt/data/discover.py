@@ -3,14 +3,21 @@
 A corpus rarely comes split into the domains that matter to a model; CLIMB (Diao et al., 2025) finds them by
 clustering document embeddings and then searches mixtures over the clusters. Here:
 
-1. every document the manifest would prepare (de-duplicated, capped) is embedded — by default hashed word
-   uni/bigram TF-IDF reduced with truncated SVD (no model, no download), or a local sentence-transformers model;
+1. every document the manifest would prepare (de-duplicated, capped) is cut into pieces of at most
+   `chunk_chars` characters at line breaks, and each piece is embedded — by default hashed word uni/bigram
+   TF-IDF reduced with truncated SVD (no model, no download), or a local sentence-transformers model. A piece is
+   the unit from here on: a long file's parts may land in different clusters, as CLIMB's fixed-length chunks do;
 2. faiss k-means with K centroids (on every point: faiss otherwise samples 256 per centroid);
 3. clusters smaller than `min_cluster_frac` of the average cluster are pruned: their documents go to the
    nearest surviving centroid, so no document is lost;
 4. near clusters are merged: Ward linkage on the centroids, cut at `merge_distance` (or at `final_k` clusters);
-5. each cluster becomes a domain of a new manifest, backed by a JSONL file of its documents, annotated with its
-   size, top terms (class-based TF-IDF) and example snippets.
+5. each cluster becomes a domain of a new manifest, backed by a JSONL file of its pieces, annotated with its
+   size (pieces and bytes, and the bytes from each input domain), top terms (class-based TF-IDF) and example
+   snippets.
+
+Why pieces: a corpus of a few large files (a dictionary, a book, a manual) gives a handful of documents, and
+embedding only each one's start puts whole sources in one cluster; shares are reported in bytes because a
+cluster of many short pieces and one of a few long files can hold the same amount of training text.
 
 Deterministic per seed: the embedding, k-means initialisation and every ordering depend only on the seed and
 the documents.
@@ -38,7 +45,9 @@ from mixopt.spec import ClusterInfo, DatasetSpec, DomainSpec, SourceSpec
 
 log = logging.getLogger(__name__)
 
-EMBED_CHARS = 4000  # the start of a document decides its cluster; embedding whole files buys little
+EMBED_CHARS = 4000  # what is embedded of each piece (all of it, at the default piece size)
+#: Pieces of at most this many characters are clustered: about a page of text, enough words for TF-IDF.
+CHUNK_CHARS = 4000
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
 
 
@@ -46,8 +55,8 @@ WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
 class Discovery:
     """Cluster labels per document and what each cluster holds."""
 
-    labels: np.ndarray
-    origins: list[str]  # the source domain of each document
+    labels: np.ndarray  # the cluster of each piece
+    origins: list[str]  # the source domain of each piece
     clusters: list[ClusterInfo]
     seconds: dict[str, float] = field(default_factory=dict)
     manifest: Path | None = None
@@ -94,6 +103,24 @@ def embed(texts: list[str], embedder: str = "tfidf", dim: int = 64, seed: int = 
     if embedder == "tfidf":
         return embed_tfidf(texts, dim, seed)
     return embed_sentence_transformer(texts, embedder)
+
+
+def chunk(text: str, chars: int = CHUNK_CHARS) -> list[str]:
+    """Pieces of at most `chars` characters, cut after the last line break (else space) before the limit, so a
+    piece holds whole lines; 0 keeps the document whole. Joined back, the pieces are the document."""
+    if chars <= 0 or len(text) <= chars:
+        return [text]
+    out, start = [], 0
+    while len(text) - start > chars:
+        end = start + chars
+        cut = text.rfind("\n", start + chars // 2, end)
+        if cut < 0:
+            cut = text.rfind(" ", start + chars // 2, end)
+        end = cut + 1 if cut >= 0 else end
+        out.append(text[start:end])
+        start = end
+    out.append(text[start:])
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ clustering
@@ -173,10 +200,12 @@ def _snippet(text: str, chars: int = 160) -> str:
 
 def discover(spec: DatasetSpec, k: int, out: str | Path, seed: int | None = None, embedder: str = "tfidf",
              dim: int = 64, min_cluster_frac: float = 0.2, merge_distance: float | None = 1.0,
-             final_k: int | None = None, on_stage: Callable[[str], None] | None = None) -> Discovery:
-    """Cluster the documents of `spec` and write a manifest (`out`) whose domains are the clusters.
+             final_k: int | None = None, on_stage: Callable[[str], None] | None = None,
+             chunk_chars: int = CHUNK_CHARS) -> Discovery:
+    """Cluster the documents of `spec` (in pieces of at most `chunk_chars` characters; 0: whole documents) and
+    write a manifest (`out`) whose domains are the clusters.
 
-    The documents of each cluster go to `<out without .yaml>/cluster_NN.jsonl`, which the manifest reads.
+    The pieces of each cluster go to `<out without .yaml>/cluster_NN.jsonl`, which the manifest reads.
     Written under temporary names and renamed, so a failed run leaves the previous output intact.
     """
     seed = spec.seed if seed is None else seed
@@ -190,13 +219,14 @@ def discover(spec: DatasetSpec, k: int, out: str | Path, seed: int | None = None
     with tempfile.TemporaryDirectory() as tmp:
         for domain, data, is_tokens in kept_documents(spec, Path(tmp)):
             if not is_tokens:
-                texts.append(data.decode("utf-8"))
-                origins.append(domain)
+                pieces = chunk(data.decode("utf-8"), chunk_chars)
+                texts += pieces
+                origins += [domain] * len(pieces)
     if len(texts) < 2:
-        raise InputError(f"dataset {spec.name}", f"{len(texts)} text documents, too few to cluster",
+        raise InputError(f"dataset {spec.name}", f"{len(texts)} pieces of text, too few to cluster",
                          "discovery embeds text; already tokenized sources are left out")
     secs["read"] = time.perf_counter() - t0
-    stage(f"embedding {len(texts):,} documents")
+    stage(f"embedding {len(texts):,} pieces")
     t = time.perf_counter()
     emb = embed(texts, embedder, dim, seed)
     secs["embed"] = time.perf_counter() - t
@@ -209,15 +239,19 @@ def discover(spec: DatasetSpec, k: int, out: str | Path, seed: int | None = None
     terms = top_terms(texts, labels)
     m = int(labels.max()) + 1
     if m < 2:
-        raise InputError(f"dataset {spec.name}", "every document fell into one cluster",
+        raise InputError(f"dataset {spec.name}", "every piece of text fell into one cluster",
                          "raise --k, or lower --merge-distance (or set --final-k)")
     infos = []
     for c in range(m):
         idx = np.flatnonzero(labels == c)
         cent = emb[idx].mean(axis=0)
         near = idx[np.argsort(-(emb[idx] @ cent), kind="stable")[:3]]
-        infos.append(ClusterInfo(documents=len(idx), bytes=sum(len(texts[i].encode()) for i in idx),
+        size: Counter = Counter()
+        for i in idx:
+            size[origins[i]] += len(texts[i].encode())
+        infos.append(ClusterInfo(documents=len(idx), bytes=sum(size.values()),
                                  origins=dict(Counter(origins[i] for i in idx).most_common()),
+                                 origin_bytes=dict(size.most_common()),
                                  top_terms=terms[c], examples=[_snippet(texts[i]) for i in near]))
     _write(spec, out, texts, labels, infos)
     secs["write"] = time.perf_counter() - t
@@ -238,7 +272,7 @@ def _write(spec: DatasetSpec, out: Path, texts: list[str], labels: np.ndarray, i
                     f.write(json.dumps({"text": texts[i]}, ensure_ascii=False) + "\n")
             domains[name] = DomainSpec(
                 sources=[SourceSpec(jsonl=f"{folder.name}/{name}.jsonl")],
-                description=f"{info.documents} documents; top terms: {', '.join(info.top_terms[:6])}",
+                description=f"{info.documents} pieces; top terms: {', '.join(info.top_terms[:6])}",
                 discovered=info)
         new = DatasetSpec(name=f"{spec.name}-clusters", tokenizer=spec.tokenizer, val_fraction=spec.val_fraction,
                           min_val_tokens=spec.min_val_tokens, seed=spec.seed, domains=domains)
