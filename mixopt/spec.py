@@ -49,6 +49,9 @@ DOCUMENT_MODES = ("auto", "file", "paragraphs", "lines")
 #: `documents: auto` splits files at paragraphs when a source has fewer files than this: a domain of a few large
 #: files then gives enough documents for a validation split, while a corpus of many files keeps one per file.
 SPLIT_BELOW_FILES = 32
+#: In a domain of fewer than SPLIT_BELOW_FILES text files, `auto` joins a file's paragraphs into documents of
+#: about 1/DOCS_PER_FILE of the file: ~400 documents per file give a 5 % validation split ~20 of them.
+DOCS_PER_FILE = 400
 
 
 class SourceSpec(_Strict):
@@ -56,7 +59,8 @@ class SourceSpec(_Strict):
 
     Text:
     - `glob`: plain text files; `documents` says how a file becomes documents (by default: one document per
-      file, or paragraphs joined up to `max_document_bytes` when the source has only a few files).
+      file, or paragraphs joined up to `max_document_bytes` when the source has only a few files; when the whole
+      domain has only a few files, into documents of about 1/400 of each file).
     - `docstrings`: Python files; each module, class and function docstring is one document (English prose).
     - `builtin: pydoc_topics`: the interpreter's bundled documentation topics (English prose).
     - `jsonl`: JSON Lines files (`.jsonl`, `.jsonl.gz`); each record's `text_field` is one document.
@@ -87,7 +91,8 @@ class SourceSpec(_Strict):
         default="auto", description="glob: how a file becomes documents — file (one document), paragraphs (split "
         "at blank lines, paragraphs joined up to max_document_bytes), lines (one per non-empty line), a regular "
         "expression that separates documents, or auto: paragraphs when the source has fewer than "
-        f"{SPLIT_BELOW_FILES} files, else file")
+        f"{SPLIT_BELOW_FILES} files (joined into documents of about 1/{DOCS_PER_FILE} of a file when the whole "
+        "domain has that few), else file")
     max_document_bytes: int = Field(default=65_536, ge=64, description="glob with paragraphs or a separator: "
                                     "pieces are joined into documents of at most this many bytes")
     encoding: str = "utf-8"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import os
 import signal
 import struct
@@ -547,6 +548,35 @@ def test_a_domain_of_one_large_text_file_prepares_by_default(tmp_path):
     assert data.index["domains"]["other"]["val_docs"] >= 1
 
 
+def test_a_domain_of_few_files_is_cut_into_about_400_documents_per_file(tmp_path):
+    """Joined up to 64 KB, a 1 MB file gave 16 documents and its validation split one: in a domain of fewer than
+    32 files, `auto` joins paragraphs into documents of about 1/400 of the file, so validation gets ~20 of them
+    and holds about `val_fraction` of the text. A domain of many files keeps its documents (and its data's
+    name: the fingerprint marks only the domains the rule applies to)."""
+    from mixopt.data.prepare import few_text_files, fingerprint
+
+    big = one_big_file(tmp_path / "book.txt", paragraphs=3000)
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(40):
+        one_big_file(many / f"{i:02d}.txt", paragraphs=20, seed=10 + i)
+    spec = spec_of({"book": {"sources": [{"glob": str(big)}]}, "many": {"sources": [{"glob": str(many / "*")}]}},
+                   min_val_tokens=1024)
+    assert few_text_files(spec.domains["book"]) and not few_text_files(spec.domains["many"])
+    data = prepare(spec, tmp_path / "data")
+    book, mny = data.index["domains"]["book"], data.index["domains"]["many"]
+    assert 300 <= book["source_docs"] <= 500
+    assert book["val_docs"] >= 10 and 0.02 < book["val_tokens"] / (book["train_tokens"] + book["val_tokens"]) < 0.1
+    assert mny["source_docs"] == 40  # one document per file, as before
+    explicit = spec_of({"book": {"sources": [{"glob": str(big), "documents": "paragraphs"}]},
+                        "many": {"sources": [{"glob": str(many / "*")}]}}, min_val_tokens=1024)
+    assert len(docs_of({"glob": str(big), "documents": "paragraphs"})) == math.ceil(big.stat().st_size / 65_536)
+    assert fingerprint(explicit) != fingerprint(spec)
+    without = spec_of({"many": {"sources": [{"glob": str(many / "*")}]},
+                       "more": {"sources": [{"glob": str(many / "*")}]}})
+    assert not any(few_text_files(d) for d in without.domains.values())
+
+
 def test_documents_modes_file_lines_and_separator(tmp_path):
     f = tmp_path / "quotes.txt"
     f.write_text("first quote\n  -- someone\n%\nsecond quote\n%\n\nthird\n")
@@ -597,7 +627,8 @@ def test_a_validation_split_far_from_val_fraction_is_warned(tmp_path, caplog):
     (d / "big.txt").write_text("word " * 20_000)  # one paragraph: a single document however it is split
     (d / "small.txt").write_text("tiny text " * 1000)
     other = {"sources": [{"glob": str(one_big_file(tmp_path / "other.txt"))}]}
-    spec = spec_of({"d": {"sources": [{"glob": str(d / "*.txt")}]}, "other": other}, min_val_tokens=4096)
+    spec = spec_of({"d": {"sources": [{"glob": str(d / "*.txt"), "documents": "paragraphs"}]}, "other": other},
+                   min_val_tokens=4096)
     with caplog.at_level("WARNING"):
         prepare(spec, tmp_path / "data")
     msg = " ".join(r.getMessage() for r in caplog.records)

@@ -40,7 +40,7 @@ from mixopt.data.tokenizer import (
     train_bpe,
 )
 from mixopt.errors import InputError
-from mixopt.spec import DatasetSpec
+from mixopt.spec import DOCS_PER_FILE, SPLIT_BELOW_FILES, DatasetSpec, DomainSpec
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,19 @@ def fingerprint(spec: DatasetSpec) -> str:
             for p in source_files(src):
                 st = p.stat()
                 h.update(f"{name}|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+        if few_text_files(dom):  # documents cut finer since format 2 (marked here, so other data keep their name)
+            h.update(f"{name}|{DOCS_PER_FILE} documents per file".encode())
     if spec.tokenizer.path is not None and Path(spec.tokenizer.path).is_file():
         h.update(file_sha256(Path(spec.tokenizer.path)).encode())
     return h.hexdigest()[:16]
+
+
+def few_text_files(dom: DomainSpec) -> bool:
+    """A domain of only `glob` sources with fewer than SPLIT_BELOW_FILES files in all: `documents: auto` then cuts
+    each file into about DOCS_PER_FILE documents, so one or a few large files give a validation split."""
+    if not all(s.kind == "glob" for s in dom.sources):
+        return False
+    return sum(len(source_files(s)) for s in dom.sources) < SPLIT_BELOW_FILES
 
 
 def prepare(spec: DatasetSpec, root: str | Path, on_domain: Callable[[str, int, int], None] | None = None,
@@ -233,10 +243,12 @@ def _where(spec: DatasetSpec, name: str) -> str:
 def _collect(spec: DatasetSpec, name: str, tmp: Path, on_progress: ProgressFn | None) -> _Domain:
     dom = spec.domains[name]
     d = _Domain(name, tmp / f"{name}.spool")
+    few = few_text_files(dom)
     offset = 0
     with open(d.spool, "wb") as f:
         for j, src in enumerate(dom.sources):
-            for origin, doc in read_source(src, where=f"{_where(spec, name)}.sources[{j}]", skipped=d.binary):
+            for origin, doc in read_source(src, where=f"{_where(spec, name)}.sources[{j}]", skipped=d.binary,
+                                           few_files=few):
                 if src.kind == "glob":
                     file, _, part = origin.partition("#")
                     if not part or part == "0":
@@ -304,18 +316,23 @@ def _split(spec: DatasetSpec, d: _Domain) -> None:
     # Small domains: move documents to validation until it can give stable per-domain losses (counted in bytes:
     # the tokenizer may not exist yet, and bytes bound tokens from above for every tokenizer here).
     val_bytes = sum(d.docs[k][1] for k in d.val)
+    topped_up = False
     while val_bytes < spec.min_val_tokens and len(train) > 1:
         k = train.pop(0)
         d.val.append(k)
         val_bytes += d.docs[k][1]
+        topped_up = True
     d.train = sorted(train)
     total = sum(d.docs[k][1] for k in keys)
     share = val_bytes / total if total else 0.0
     if len(d.val) and (share > 2 * frac + 0.05 or len(d.val) < MIN_VAL_DOCS):
-        log.warning("%s: validation holds %.0f%% of the domain's bytes (val_fraction %g) from %d document(s); "
-                    "its loss then rests on few documents and training loses them: add documents, or split "
-                    "large files (a glob source's `documents: paragraphs`)", _where(spec, d.name), 100 * share,
-                    frac, len(d.val))
+        # Name the cause: a small domain (min_val_tokens takes much of it) or few, large documents.
+        why = (f"min_val_tokens ({spec.min_val_tokens:,}) takes that much of this domain's {total:,} bytes: add "
+               "text, or lower min_val_tokens" if topped_up and share > 2 * frac + 0.05 else
+               "its loss then rests on few documents and training loses them: add documents, or split large "
+               "files (a glob source's `documents: paragraphs`)")
+        log.warning("%s: validation holds %.0f%% of the domain's bytes (val_fraction %g) from %d document(s); %s",
+                    _where(spec, d.name), 100 * share, frac, len(d.val), why)
 
 
 def kept_documents(spec: DatasetSpec, tmp: Path, on_progress: ProgressFn | None = None
@@ -398,10 +415,13 @@ def _write_domain(spec: DatasetSpec, d: _Domain, tok: Tokenizer, tmp: Path, on_p
             need = MIN_DOMAIN_TOKENS if split == "train" else MIN_VAL_TOKENS
             if n < need:
                 files = ", ".join(f"{s.kind}: {s.target}" for s in spec.domains[d.name].sources)
+                text = sum(d.docs[k][1] for k in (*d.train, *d.val))
                 raise InputError(f"{_where(spec, d.name)} ({files})",
                                  f"only {n} {split} tokens from {len(d.train) + len(d.val)} distinct documents "
-                                 f"(the {split} split needs ≥ {need}; validation is split by "
-                                 "document)", "add documents to this domain or merge it into another")
+                                 f"(the {split} split needs ≥ {need}; validation is split by document and "
+                                 f"takes at least min_val_tokens = {spec.min_val_tokens:,} of the domain's "
+                                 f"{text:,} bytes)", "add text to this domain, merge it into another, or lower "
+                                 "min_val_tokens")
             info[f"{split}_tokens"] = n
             info[f"{split}_docs"] = len(keys)
             info["files"][split] = {"file": path.name, "sha256": file_sha256(path)}

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from mixopt.errors import InputError
-from mixopt.spec import SPLIT_BELOW_FILES, SourceSpec, expand_placeholders
+from mixopt.spec import DOCS_PER_FILE, SPLIT_BELOW_FILES, SourceSpec, expand_placeholders
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,12 @@ def source_files(source: SourceSpec) -> list[Path]:
     return files_of(source.target, source.exclude)
 
 
-def read_source(source: SourceSpec, where: str, skipped: list[str] | None = None
+def read_source(source: SourceSpec, where: str, skipped: list[str] | None = None, few_files: bool = False
                 ) -> Iterator[tuple[str, Document]]:
     """Yield `(origin, document)` for every document of the source, in a fixed order. Files skipped as binary
-    are appended to `skipped` (the caller names them)."""
+    are appended to `skipped` (the caller names them). `few_files`: the source's domain has fewer than
+    SPLIT_BELOW_FILES text files, so `documents: auto` cuts each file finer (about DOCS_PER_FILE documents):
+    joined up to 64 KB, a 1 MB file would give 16 documents and its validation split one or none."""
     kind = source.kind
     if kind == "builtin":
         from pydoc_data.topics import topics
@@ -78,6 +80,7 @@ def read_source(source: SourceSpec, where: str, skipped: list[str] | None = None
             yield from _megatron(bin_path, where)
         return
     mode = source.documents
+    fine = mode == "auto" and few_files
     if mode == "auto":
         mode = "paragraphs" if len(paths) < SPLIT_BELOW_FILES else "file"
     for path in paths:
@@ -98,16 +101,23 @@ def read_source(source: SourceSpec, where: str, skipped: list[str] | None = None
             if text is None:
                 continue
             if kind == "glob":
-                yield from split_text(str(path), text, mode, source.max_document_bytes)
+                cut, join = source.max_document_bytes, None
+                if fine:  # paragraphs joined to ~1/DOCS_PER_FILE of the file; longer ones cut at 4 KB (at line ends)
+                    join = max(64, len(raw) // DOCS_PER_FILE)
+                    cut = min(cut, max(4096, join))
+                yield from split_text(str(path), text, mode, cut, join)
             else:
                 yield from _docstrings(path, text)
 
 
-def split_text(origin: str, text: str, mode: str, max_bytes: int) -> Iterator[tuple[str, str]]:
+def split_text(origin: str, text: str, mode: str, max_bytes: int, join_bytes: int | None = None
+               ) -> Iterator[tuple[str, str]]:
     """A text file as documents: whole (`file`), one per non-empty line (`lines`), at blank lines with
     paragraphs joined up to `max_bytes` (`paragraphs`), or at each match of a separator regex (anything else).
     A piece longer than `max_bytes` is cut at line ends (or, for one very long line, at the limit). Origins of
-    the parts are `FILE#i`, so a prepared domain can say how many documents each file gave."""
+    the parts are `FILE#i`, so a prepared domain can say how many documents each file gave. `join_bytes` (at
+    most `max_bytes`) is where joining paragraphs stops: smaller documents without cutting a paragraph."""
+    join_at = min(max_bytes, join_bytes or max_bytes)
     if mode == "file":
         yield origin, text
         return
@@ -126,7 +136,7 @@ def split_text(origin: str, text: str, mode: str, max_bytes: int) -> Iterator[tu
             if not join:
                 docs.append(part)
                 continue
-            if current and size + n + 2 > max_bytes:
+            if current and size + n + 2 > join_at:
                 docs.append("\n\n".join(current))
                 current, size = [], 0
             current.append(part)
