@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rank-mixtures", type=int, default=None, help="also train the target on this many of the "
                     "default search's proxy mixtures and report the proxy → target Spearman ρ (full mode: 0)")
+    ap.add_argument("--ladder-candidates", action="store_true", help="also train the target on the default's "
+                    "ladder candidates (were the ladder's rejections right at the target?)")
     ap.add_argument("--workers", type=int, default=None, help="parallel target trainings (default: 1 on a GPU, "
                     "else one per CPU core)")
     args = ap.parse_args(argv)
@@ -367,6 +369,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if y[i] < best_val:
             best_val, best_seen = float(y[i]), dict(zip(usable.domains, usable.weights[i].tolist(), strict=True))
     mixtures["best proxy run"] = best_seen
+    if args.ladder_candidates:  # the ladder's verdict checked where it matters: its candidates at the target
+        for r in (searches["default"]["details"].get("ladder") or {}).get("rows", []):
+            if r["kind"] == "candidate":
+                mixtures[f"ladder: {r['label']}"] = r["weights"]
     # Identical mixtures (the ladder may keep a baseline; TPE recommends its best run) are trained once.
     distinct: dict[str, dict[str, float]] = {}
     alias: dict[str, str] = {}

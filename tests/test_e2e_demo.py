@@ -21,9 +21,11 @@ def test_e2e_demo_toy_path_runs_and_reports(tmp_path, monkeypatch):
     monkeypatch.setitem(_BUILTIN, "tpe", "e2e_demo:TPE")  # and forgets it again after this test
     spec.loader.exec_module(mod)
     out = tmp_path / "e2e.json"
-    res = mod.main(["--toy", "--workdir", str(tmp_path / "work"), "--out", str(out), "--plot", str(tmp_path / "a.png")])
+    res = mod.main(["--toy", "--workdir", str(tmp_path / "work"), "--out", str(out), "--plot", str(tmp_path / "a.png"),
+                    "--ladder-candidates"])
     names = {r["mixture"] for r in res["rows"]}
     assert {"default", "regmix λ=0, no ladder", "tpe", "uniform", "natural", "best proxy run"} <= names
+    assert sum(n.startswith("ladder: ") for n in names) == 1  # the ladder's one candidate, trained at the target
     assert res["default"] == "default" and res["dataset"] == "demo" and res["compute_ratio"] > 0
     assert res["ladder"]["winner"] and len(res["ladder"]["rows"]) == 3  # 1 candidate + natural + uniform
     # the equal-compute searches get as many proxy runs as the default's proxies + ladder cost
