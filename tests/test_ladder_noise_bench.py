@@ -20,7 +20,8 @@ def test_ladder_noise_toy_path_reports_each_variant(tmp_path, workdir):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     got = json.loads(out.read_text())
-    assert list(got["variants"]) == ["iid sampler", "stratified"] and got["reference"] == "iid sampler"
+    assert list(got["variants"]) == ["iid sampler", "stratified", "stratified, 256 eval windows"]
+    assert got["reference"] == "iid sampler"
     assert [r["mixture"] for r in got["rows"]][:2] == ["uniform", "natural"] and len(got["rows"]) == 5
     for r in got["rows"]:
         for v in got["variants"]:
