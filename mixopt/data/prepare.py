@@ -132,23 +132,28 @@ def fingerprint(spec: DatasetSpec) -> str:
     h = hashlib.sha256(json.dumps(content, sort_keys=True).encode())
     h.update(f"format {FORMAT}".encode())
     for name, dom in spec.domains.items():
+        counts = []
         for src in dom.sources:
-            for p in source_files(src):
+            files = source_files(src)
+            counts.append(len(files))
+            for p in files:
                 st = p.stat()
                 h.update(f"{name}|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
-        if few_text_files(dom):  # documents cut finer since format 2 (marked here, so other data keep their name)
+        if few_text_files(dom, counts):  # cut finer since format 2 (marked here, so other data keep their name)
             h.update(f"{name}|{DOCS_PER_FILE} documents per file".encode())
     if spec.tokenizer.path is not None and Path(spec.tokenizer.path).is_file():
         h.update(file_sha256(Path(spec.tokenizer.path)).encode())
     return h.hexdigest()[:16]
 
 
-def few_text_files(dom: DomainSpec) -> bool:
+def few_text_files(dom: DomainSpec, counts: list[int] | None = None) -> bool:
     """A domain of only `glob` sources with fewer than SPLIT_BELOW_FILES files in all: `documents: auto` then cuts
-    each file into about DOCS_PER_FILE documents, so one or a few large files give a validation split."""
+    each file into about DOCS_PER_FILE documents, so one or a few large files give a validation split.
+    `counts`: each source's number of files, when the caller has listed them already (the fingerprint does, on
+    every prepare, so a no-op re-run walks each glob once)."""
     if not all(s.kind == "glob" for s in dom.sources):
         return False
-    return sum(len(source_files(s)) for s in dom.sources) < SPLIT_BELOW_FILES
+    return sum(counts if counts is not None else (len(source_files(s)) for s in dom.sources)) < SPLIT_BELOW_FILES
 
 
 def prepare(spec: DatasetSpec, root: str | Path, on_domain: Callable[[str, int, int], None] | None = None,
