@@ -583,8 +583,9 @@ class LadderSpec(_Strict):
     When the search's runs are spent, the optimizer's top `candidates` mixtures (kept at least `min_distance`
     apart in L1), the natural and uniform mixtures and every `include_mixtures` entry are trained at the ladder's
     fidelity with `seeds` seeds, every mixture of a seed with the same initialisation and data order (common
-    random numbers). The best candidate is recommended only if it beats the better baseline by more than two
-    standard errors of the paired difference; otherwise that baseline is, and the recommendation says why.
+    random numbers). The best candidate is recommended only if it beats the better baseline by more than a
+    one-sided Student t test allows by chance (`test`, `alpha`); otherwise that baseline is, and the
+    recommendation says why.
     """
 
     enabled: bool | Literal["auto"] = Field(
@@ -601,6 +602,14 @@ class LadderSpec(_Strict):
                                 "other and from the baselines")
     baselines: list[Literal["natural", "uniform"]] = Field(default=["natural", "uniform"],
                                                            description="baseline mixtures the candidates must beat")
+    test: Literal["pooled-t", "2se"] = Field(
+        default="pooled-t", description="pooled-t: the gap must exceed the Student t critical value at `alpha` "
+        "(split over the candidates) times the standard error of a paired difference, with the seed-to-seed "
+        "noise pooled over every mixture on the ladder; 2se: the gap must exceed 2 of the candidate's own "
+        "standard errors (falsely accepts a no-better candidate in about one ladder in six with 3 candidates × 3 "
+        "seeds, one in four with 2 seeds)")
+    alpha: float = Field(default=0.025, gt=0, lt=0.5, description="pooled-t: the chance of recommending a "
+                         "candidate no better than the baseline (one-sided, for the ladder as a whole)")
 
 
 class BudgetSpec(_Strict):

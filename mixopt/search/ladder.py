@@ -5,7 +5,9 @@ where it extrapolates most. So when the search's runs are spent, the optimizer's
 from each other), the natural and uniform mixtures and the user's `include_mixtures` are trained at the next
 fidelity up with several seeds, each seed shared by every mixture (common random numbers: the paired
 differences then carry no initialisation or data-order noise). The best candidate is recommended only when it
-beats the better baseline by more than two standard errors of the paired difference; otherwise the better
+beats the better baseline by more than chance allows — a one-sided Student t test on the paired difference, its
+noise pooled over every mixture on the ladder, its level split over the candidates (picking the best of m and
+then testing it at the level meant for one accepts a no-better candidate m times as often); otherwise the better
 baseline is recommended, with the numbers that say why.
 
 The ladder's runs are ordinary rows of the run table whose `source` starts with `ladder:` (stage "ladder"),
@@ -22,12 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from mixopt.runs import RunTable
 from mixopt.search.store import LADDER
 from mixopt.spec import SearchSpec
 
-__all__ = ["LADDER", "Rung", "decide", "ladder_fidelity", "ladder_seeds", "plan"]
+__all__ = ["LADDER", "Rung", "decide", "ladder_fidelity", "ladder_seeds", "plan", "pooled_paired_se"]
 
 
 @dataclass(frozen=True)
@@ -165,13 +168,42 @@ def decide(rungs: list[Rung], ladder_table: RunTable, spec: SearchSpec, search: 
     d = np.asarray(cand["values"]) - np.asarray(base["values"])
     gap = float(d.mean())
     se = float(d.std(ddof=1) / math.sqrt(len(d)))
-    beats = gap < -2 * se if se > 0 else gap < 0
-    out.update(candidate=cand["label"], gap=gap, se=se, beats=bool(beats))
+    lad = spec.ladder
+    if lad.test == "pooled-t":
+        pooled_se, df = pooled_paired_se([r["values"] for r in cands + bases])
+        se_used = max(se, pooled_se)  # a candidate noisier than the rest is judged by its own spread
+        critical = float(student_t.ppf(1 - lad.alpha / len(cands), df))
+        test = (f"one-sided Student t over {len(cands)} candidate(s), alpha {lad.alpha:g}, noise pooled over "
+                f"{len(cands) + len(bases)} mixtures × {len(d)} seeds ({df} df)")
+        out.update(pooled_se=pooled_se, df=df)
+    else:
+        se_used, critical, test = se, 2.0, "2 of the candidate's own standard errors"
+    margin = critical * se_used
+    beats = gap < -margin if margin > 0 else gap < 0
+    out.update(candidate=cand["label"], gap=gap, se=se, test=lad.test, critical=critical, margin=margin,
+               beats=bool(beats))
     if beats:
         out.update(winner=cand["label"], reason=f"{cand['label']} beat {base['label']} at the ladder's fidelity "
-                   f"by {-gap:.4f} (paired over {len(d)} seeds, 2 SE = {2 * se:.4f})")
+                   f"by {-gap:.4f}, more than the {margin:.4f} chance allows ({critical:.2f} × SE {se_used:.4f}; "
+                   f"{test})")
     else:
-        out.update(winner=base["label"], reason=f"no candidate beat {base['label']} beyond 2 standard errors at "
-                   f"the ladder's fidelity (best candidate {cand['label']}: gap {gap:+.4f}, 2 SE = "
-                   f"{2 * se:.4f}); recommending {base['label']}")
+        out.update(winner=base["label"], reason=f"no candidate beat {base['label']} by more than chance allows at "
+                   f"the ladder's fidelity (best candidate {cand['label']}: gap {gap:+.4f}, needed < "
+                   f"{-margin:.4f} = {critical:.2f} × SE {se_used:.4f}; {test}); recommending {base['label']}")
     return out
+
+
+def pooled_paired_se(values: list[list[float]]) -> tuple[float, int]:
+    """Standard error of one paired difference (two mixtures over the same seeds), from every mixture's runs.
+
+    With common random numbers the ladder is a mixtures × seeds table; what is left after the mixture and seed
+    effects (the two-way residual) is the noise a paired difference carries, estimated from (M−1)(n−1) degrees
+    of freedom instead of the n−1 of one difference: with 3 seeds that is 8 df for 5 mixtures, not 2, which is
+    what makes a t test at a small false-acceptance rate usable at all. numpy: a two-way table needs no
+    library."""
+    y = np.asarray(values, dtype=float)
+    m, n = y.shape
+    resid = y - y.mean(axis=1, keepdims=True) - y.mean(axis=0, keepdims=True) + y.mean()
+    df = (m - 1) * (n - 1)
+    var = float((resid ** 2).sum() / df) if df > 0 else float("nan")
+    return math.sqrt(2 * var / n), df
