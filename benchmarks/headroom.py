@@ -1,0 +1,315 @@
+"""How much better than uniform can any mixture be at the target? The headroom, estimated at the target itself.
+
+    python benchmarks/headroom.py                       # the demo corpus at e2e_demo.py's target (~30 min here)
+    python benchmarks/headroom.py --dataset MANIFEST    # any manifest, e.g. the Debian documentation corpus
+    python benchmarks/headroom.py --trend               # also the design at nano and micro: can a ladder read
+                                                        # the target's gaps off the trend across rungs?
+    python benchmarks/headroom.py --json                # also print one JSON object at the end
+
+The proof of value (`benchmarks/e2e_demo.py`) asks mixopt's default to beat uniform beyond seed noise at the
+target. Whether any method can depends on how far the target's best mixture is from uniform, which no proxy
+shows. So this spends what no user would (target runs only; it is a benchmark, not a method) to measure it:
+
+1. **Design.** uniform, natural, natural reflected through uniform and `--draws` Dirichlet draws around uniform
+   are trained at the target with `--design-seeds` seeds, every mixture of a seed with the same initialisation
+   and data order (common random numbers).
+2. **Fit.** Per domain, its loss against the log of its own weight, with one offset per seed (least squares
+   over every design run): L_d ≈ c_d,seed − s_d · log w_d. Under this model the objective (the mean over
+   domains) is smallest on the simplex at w_d ∝ s_d — a domain's share is its elasticity's share — and that
+   optimum's predicted gain over uniform is mean_d s_d · log(w_d / u_d). The model ignores transfer between
+   domains; it is a first-order picture of the target, fitted on the target.
+3. **Check.** uniform, that optimum and the point halfway to it are trained with `--eval-seeds` fresh seeds;
+   their paired gaps to uniform (mean ± standard error) say whether even a mixture chosen *at the target* beats
+   uniform beyond noise there.
+
+If it does not, no proxy-based recommendation can be shown to beat uniform at this target with this many seeds,
+and the ladder keeping uniform is the right outcome. The figure to read is `check` against 2 SE.
+
+4. **Trend** (`--trend`). The design mixtures are also trained at the search's proxy (nano) and the ladder's
+   (micro) with the design seeds; for each, the straight line in log compute through its nano and micro gaps to
+   uniform, extended to the target's compute, is set against the gap measured there. A ladder that read the
+   trend across rungs instead of one rung would be exactly as right as these signs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import emit  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_DATASET = ROOT / "datasets" / "demo.yaml"
+
+
+def target_spec(vocab: int, toy: bool) -> dict[str, Any]:
+    """e2e_demo.py's full-mode target (2 × 64, 4× nano's tokens), or a seconds-long one for the test."""
+    import yaml
+
+    from mixopt.spec import ProxySpec
+
+    if toy:
+        return dict(name="headroom-toy", n_layer=1, n_head=2, d_model=16, seq_len=32, batch_size=4,
+                    eval_windows=2, tokens=4 * 32 * 8)
+    nano = ProxySpec.model_validate(yaml.safe_load((ROOT / "proxies" / "nano.yaml").read_text())).for_vocab(vocab)
+    return dict(name="e2e-target", n_layer=2, n_head=4, d_model=64, seq_len=128, batch_size=16, lr=3e-3,
+                warmup_frac=0.1, eval_windows=32, tokens=max(748_800 * 4, 4 * nano.tokens))
+
+
+def rung_specs(vocab: int, toy: bool) -> dict[str, dict[str, Any]]:
+    """The demo's two proxy rungs (the search's nano, the ladder's micro), or seconds-long ones for the test."""
+    import yaml
+
+    from mixopt.spec import ProxySpec
+
+    if toy:
+        small = dict(n_head=2, seq_len=32, batch_size=4, eval_windows=2)
+        return {"nano": dict(small, name="toy-nano", n_layer=1, d_model=8, tokens=4 * 32 * 2),
+                "micro": dict(small, name="toy-micro", n_layer=1, d_model=12, tokens=4 * 32 * 4)}
+    return {n: ProxySpec.model_validate(yaml.safe_load((ROOT / "proxies" / f"{n}.yaml").read_text()))
+            .for_vocab(vocab).model_dump(mode="json") for n in ("nano", "micro")}
+
+
+def trend_rows(values: dict[str, dict[str, list[float]]], flops: dict[str, float]) -> list[dict[str, Any]]:
+    """Per mixture: its paired gap to uniform at nano, micro and the target, and the straight line in log
+    compute through the nano and micro gaps extended to the target's compute (the trend a ladder could read)."""
+    k = (math.log(flops["target"]) - math.log(flops["micro"])) / (math.log(flops["micro"]) - math.log(flops["nano"]))
+    rows = []
+    for n in values["target"]:
+        if n == "uniform":
+            continue
+        g = {r: _gap(values[r][n], values[r]["uniform"]) for r in ("nano", "micro", "target")}
+        line = g["micro"][0] + k * (g["micro"][0] - g["nano"][0])
+        rows.append({"mixture": n, **{f"gap_{r}": g[r][0] for r in g}, **{f"se_{r}": g[r][1] for r in g},
+                     "extrapolated": line, "sign_right": bool(np.sign(line) == np.sign(g["target"][0]))})
+    return rows
+
+
+def _train(args: tuple[dict, dict[str, float], int, str]) -> dict[str, float] | None:
+    """One target run: a mixture and a seed, one thread; its per-domain validation losses (None if it failed)."""
+    spec_dict, mixture, seed, data_dir = args
+    from mixopt.data import PreparedData
+    from mixopt.proxies import train_proxies
+    from mixopt.spec import ProxySpec
+
+    data = PreparedData.open(data_dir)
+    res = train_proxies(ProxySpec.model_validate(spec_dict), [mixture], [seed], data.load("train", mmap=False),
+                        data.load("val", mmap=False), data.vocab_size, threads=1)[0]
+    return dict(res.losses) if res.status == "ok" else None
+
+
+def fit_elasticities(mixtures: dict[str, dict[str, float]], losses: dict[str, list[dict[str, float] | None]],
+                     domains: list[str]) -> dict[str, dict[str, float]]:
+    """Per domain: s_d (−∂L_d/∂log w_d) and its standard error, from L_d = c_seed − s_d·log w_d over every run.
+
+    Ordinary least squares with numpy (one small design matrix per domain; nothing a library adds here)."""
+    names = list(mixtures)
+    n_seeds = len(next(iter(losses.values())))
+    out = {}
+    for d in domains:
+        rows, y = [], []
+        for n in names:
+            for j, run in enumerate(losses[n]):
+                if run is None:
+                    continue
+                x = np.zeros(n_seeds + 1)
+                x[j], x[-1] = 1.0, math.log(mixtures[n][d])
+                rows.append(x)
+                y.append(run[d])
+        a, b = np.array(rows), np.array(y)
+        coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+        dof = max(len(b) - a.shape[1], 1)
+        sigma2 = float(((b - a @ coef) ** 2).sum() / dof)
+        cov = sigma2 * np.linalg.pinv(a.T @ a)
+        out[d] = {"s": float(-coef[-1]), "se": float(math.sqrt(max(cov[-1, -1], 0.0)))}
+    return out
+
+
+def optimum(elasticity: dict[str, dict[str, float]], floor: float) -> dict[str, float]:
+    """argmin over the simplex of mean_d −s_d·log w_d: w_d ∝ s_d, each share floored at `floor` before the
+    shares are renormalised (a domain whose loss did not fall with its weight still gets some data); uniform
+    when no domain's loss fell."""
+    s = {d: max(v["s"], 0.0) for d, v in elasticity.items()}
+    total = sum(s.values())
+    if total <= 0:
+        return {d: 1 / len(s) for d in s}
+    w = {d: max(v / total, floor) for d, v in s.items()}
+    total = sum(w.values())
+    return {d: v / total for d, v in w.items()}
+
+
+def predicted_gain(elasticity: dict[str, dict[str, float]], w: dict[str, float]) -> float:
+    """The model's objective at w minus at uniform (negative: better than uniform)."""
+    k = len(w)
+    return float(-np.mean([v["s"] * math.log(w[d] * k) for d, v in elasticity.items()]))
+
+
+def _objective(run: dict[str, float] | None) -> float:
+    return float(np.mean(list(run.values()))) if run else float("nan")
+
+
+def _gap(vals: list[float], ref: list[float]) -> tuple[float, float]:
+    d = np.asarray(vals) - np.asarray(ref)
+    d = d[np.isfinite(d)]
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="dataset manifest (default: the demo)")
+    ap.add_argument("--draws", type=int, default=3, help="Dirichlet draws around uniform in the design")
+    ap.add_argument("--concentration", type=float, default=3.0, help="Dirichlet α per domain of those draws "
+                    "(lower: further from uniform)")
+    ap.add_argument("--design-seeds", type=int, default=3, help="seeds of the design runs (≥ 1)")
+    ap.add_argument("--eval-seeds", type=int, default=6, help="fresh seeds of the check (≥ 2)")
+    ap.add_argument("--trend", action="store_true", help="also train the design at the two proxy rungs (nano, "
+                    "micro) and test the straight-line extrapolation of each gap to the target")
+    ap.add_argument("--trend-from", type=Path, default=None, help="only add the trend to an earlier --out file "
+                    "(its design mixtures and seeds; written back to --out)")
+    ap.add_argument("--workers", type=int, default=2, help="parallel processes (one thread each)")
+    ap.add_argument("--toy", action="store_true", help="seconds of training; for the test that keeps this working")
+    ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    ap.add_argument("--out", type=Path, default=None, help="write the JSON result here too")
+    ap.add_argument("--workdir", type=Path, default=None, help="work dir (default: a temporary folder)")
+    args = ap.parse_args(argv)
+    if args.eval_seeds < 2 or args.design_seeds < 1:
+        ap.error("--eval-seeds must be at least 2 and --design-seeds at least 1")
+    from rich.console import Console
+    from rich.table import Table
+
+    from mixopt.data import prepare
+    from mixopt.proxies import model_size
+    from mixopt.spec import ProxySpec, load_dataset
+
+    con = Console(stderr=args.json, width=130)
+    t_start = time.perf_counter()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mixopt-headroom-"))
+    dataset = load_dataset(args.dataset)
+    data = prepare(dataset, workdir / "data")
+    domains = list(data.domains)
+    k = len(domains)
+    spec = ProxySpec.model_validate(target_spec(data.vocab_size, args.toy)).for_vocab(data.vocab_size)
+    size = model_size(spec, data.vocab_size)
+    counts = np.array([data.token_counts[d] for d in domains], dtype=float)
+    uniform = {d: 1 / k for d in domains}
+    natural = dict(zip(domains, (counts / counts.sum()).tolist(), strict=True))
+    floor = 0.3 / k  # the reflection stops where a domain would fall below 30 % of its uniform share
+    step = min([(1 / k - floor) / (natural[d] - 1 / k) for d in domains if natural[d] > 1 / k] + [1.0])
+    reflected = {d: 1 / k + step * (1 / k - natural[d]) for d in domains}
+    design = {"uniform": uniform, "natural": natural, "natural reflected": reflected}
+    rng = np.random.default_rng(0)
+    for i in range(args.draws):
+        w = rng.dirichlet(np.full(k, args.concentration))
+        w = np.maximum(w, 0.01)
+        design[f"draw {i}"] = dict(zip(domains, (w / w.sum()).tolist(), strict=True))
+    d_seeds = [1000 + j for j in range(args.design_seeds)]
+    e_seeds = [2000 + j for j in range(args.eval_seeds)]
+    con.print(f"{dataset.name}: target {size.total:,} params × {spec.tokens:,} tokens; design {len(design)} "
+              f"mixtures × {len(d_seeds)} seeds, then the check: 3 mixtures × {len(e_seeds)} fresh seeds")
+    sd = spec.model_dump(mode="json")
+
+    def run_all(mixes: dict[str, dict[str, float]], seeds: list[int], stage: str, sd: dict = sd
+                ) -> dict[str, list]:
+        jobs = [(n, s) for s in seeds for n in mixes]
+        t0 = time.perf_counter()
+        out: dict[str, list] = {n: [None] * len(seeds) for n in mixes}
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            futs = [pool.submit(_train, (sd, mixes[n], s, str(data.path))) for n, s in jobs]
+            for i, ((n, s), f) in enumerate(zip(jobs, futs, strict=True)):
+                out[n][seeds.index(s)] = f.result()
+                con.print(f"  {stage}: {i + 1}/{len(jobs)} runs ({time.perf_counter() - t0:.0f} s)")
+        return out
+
+    rungs = rung_specs(data.vocab_size, args.toy)
+    flops = {"target": size.flops_per_token * spec.tokens}
+    for r, rs in rungs.items():
+        flops[r] = model_size(ProxySpec.model_validate(rs), data.vocab_size).flops_per_token * rs["tokens"]
+
+    def trend(design: dict[str, dict[str, float]], seeds: list[int], target_values: dict[str, list[float]]
+              ) -> dict[str, Any]:
+        values = {"target": target_values}
+        for r, rs in rungs.items():
+            got = run_all(design, seeds, r, sd=rs)
+            values[r] = {n: [_objective(x) for x in got[n]] for n in design}
+        rows = trend_rows(values, flops)
+        t = Table(title="The trend across rungs: gap to uniform (paired over the design seeds), and the straight "
+                        "line in log compute through nano and micro extended to the target")
+        for c in ("mixture", "nano", "micro", "extrapolated", "target (measured)", "sign right"):
+            t.add_column(c, justify="left" if c == "mixture" else "right")
+        for row in rows:
+            t.add_row(row["mixture"], *[f"{row[f'gap_{r}']:+.4f} ± {row[f'se_{r}']:.4f}" for r in ("nano", "micro")],
+                      f"{row['extrapolated']:+.4f}", f"{row['gap_target']:+.4f} ± {row['se_target']:.4f}",
+                      "yes" if row["sign_right"] else "no")
+        con.print(t)
+        return {"flops": flops, "values": values, "rows": rows,
+                "sign_right": f"{sum(r['sign_right'] for r in rows)} of {len(rows)}"}
+
+    if args.trend_from is not None:
+        import json
+
+        res = json.loads(args.trend_from.read_text())
+        design = {r["mixture"]: r["weights"] for r in res["design"]}
+        res["trend"] = trend(design, res["design_seeds"], {r["mixture"]: r["values"] for r in res["design"]})
+        return emit(res, args.out, args.json)
+    design_losses = run_all(design, d_seeds, "design")
+    elast = fit_elasticities(design, design_losses, domains)
+    best = optimum(elast, floor=0.02)
+    half = {d: (uniform[d] + best[d]) / 2 for d in domains}
+    check = {"uniform": uniform, "target-fitted optimum": best, "halfway to it": half}
+    check_losses = run_all(check, e_seeds, "check")
+
+    t = Table(title=f"{dataset.name}, design at the target: per-domain loss (mean over {len(d_seeds)} seeds)")
+    for c in ("mixture", *domains, "objective"):
+        t.add_column(c[:10], justify="left" if c == "mixture" else "right")
+    design_rows = []
+    for n, w in design.items():
+        per = {d: float(np.nanmean([r[d] if r else np.nan for r in design_losses[n]])) for d in domains}
+        vals = [_objective(r) for r in design_losses[n]]
+        design_rows.append({"mixture": n, "weights": w, "per_domain": per, "values": vals,
+                            "mean": float(np.nanmean(vals)), "losses": design_losses[n]})
+        t.add_row(n, *[f"{per[d]:.3f}" for d in domains], f"{np.nanmean(vals):.4f}")
+    t.add_row("elasticity s", *[f"{elast[d]['s']:.3f}" for d in domains], "")
+    t.add_row("  its SE", *[f"{elast[d]['se']:.3f}" for d in domains], "")
+    t.add_row("optimum w ∝ s", *[f"{best[d]:.3f}" for d in domains], f"{predicted_gain(elast, best):+.4f}")
+    con.print(t)
+    ref = [_objective(r) for r in check_losses["uniform"]]
+    c = Table(title=f"The check: {len(e_seeds)} fresh seeds at the target, paired gaps to uniform")
+    for col in ("mixture", "objective (mean ± sd)", "predicted gap", "measured gap ± SE", "beyond 2 SE"):
+        c.add_column(col, justify="left" if col == "mixture" else "right")
+    check_rows = []
+    for n, w in check.items():
+        vals = [_objective(r) for r in check_losses[n]]
+        row = {"mixture": n, "weights": w, "values": vals, "mean": float(np.nanmean(vals)),
+               "sd": float(np.nanstd(vals, ddof=1)), "predicted_gap": predicted_gain(elast, w)}
+        if n != "uniform":
+            g, se = _gap(vals, ref)
+            row.update(gap_to_uniform=g, gap_se=se, beyond_noise=bool(abs(g) > 2 * se))
+        check_rows.append(row)
+        c.add_row(n, f"{row['mean']:.4f} ± {row['sd']:.4f}", f"{row['predicted_gap']:+.4f}",
+                  "—" if n == "uniform" else f"{row['gap_to_uniform']:+.4f} ± {row['gap_se']:.4f}",
+                  "—" if n == "uniform" else ("yes" if row["beyond_noise"] else "no"))
+    con.print(c)
+    result = {"dataset": dataset.name, "mode": "toy" if args.toy else "full", "target_params": size.total,
+              "target_tokens": spec.tokens, "design_seeds": d_seeds, "eval_seeds": e_seeds,
+              "design": design_rows, "elasticity": elast, "optimum": best,
+              "predicted_gain": predicted_gain(elast, best), "check": check_rows,
+              "wall_seconds": time.perf_counter() - t_start}
+    if args.trend:
+        result["trend"] = trend(design, d_seeds, {r["mixture"]: r["values"] for r in design_rows})
+    return emit(result, args.out, args.json)
+
+
+if __name__ == "__main__":
+    main()
