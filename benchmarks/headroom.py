@@ -47,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import emit  # noqa: E402
+from common import emit, training_args  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -178,11 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "micro) and test the straight-line extrapolation of each gap to the target")
     ap.add_argument("--trend-from", type=Path, default=None, help="only add the trend to an earlier --out file "
                     "(its design mixtures and seeds; written back to --out)")
-    ap.add_argument("--workers", type=int, default=2, help="parallel processes (one thread each)")
-    ap.add_argument("--toy", action="store_true", help="seconds of training; for the test that keeps this working")
-    ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
-    ap.add_argument("--out", type=Path, default=None, help="write the JSON result here too")
-    ap.add_argument("--workdir", type=Path, default=None, help="work dir (default: a temporary folder)")
+    training_args(ap)
     args = ap.parse_args(argv)
     if args.eval_seeds < 2 or args.design_seeds < 1:
         ap.error("--eval-seeds must be at least 2 and --design-seeds at least 1")

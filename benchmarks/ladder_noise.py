@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import emit  # noqa: E402
+from common import emit, training_args  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -70,11 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--tokens", type=int, default=None, help="override the proxy's training tokens")
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
                     help="proxy settings to compare (default: all; the first is the reference)")
-    ap.add_argument("--workers", type=int, default=2, help="parallel processes (one thread each)")
-    ap.add_argument("--toy", action="store_true", help="seconds of training; for the test that keeps this working")
-    ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
-    ap.add_argument("--out", type=Path, default=None, help="write the JSON result here too")
-    ap.add_argument("--workdir", type=Path, default=None, help="work dir (default: a temporary folder)")
+    training_args(ap)
     args = ap.parse_args(argv)
     if args.seeds < 2:
         ap.error("--seeds must be at least 2 (a standard deviation needs two)")
