@@ -610,6 +610,10 @@ class LadderSpec(_Strict):
         "seeds, one in four with 2 seeds)")
     alpha: float = Field(default=0.025, gt=0, lt=0.5, description="pooled-t: the chance of recommending a "
                          "candidate no better than the baseline (one-sided, for the ladder as a whole)")
+    baseline_tie: Literal["objective", "ladder-mean"] = Field(
+        default="objective", description="when the ladder cannot tell the baselines apart, the baseline "
+        "candidates must beat: objective: the one nearest the objective's weights on the domains (uniform for "
+        "the mean over domains); ladder-mean: the lower ladder mean")
 
 
 class BudgetSpec(_Strict):

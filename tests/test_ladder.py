@@ -92,10 +92,16 @@ def test_ladder_fidelity_is_the_next_level_or_the_proxy_for_longer():
     assert ladder.ladder_seeds(up) == ladder.ladder_seeds(up) and len(set(ladder.ladder_seeds(up))) == 2
 
 
-def test_the_better_baseline_is_the_ladders_and_the_search_is_reported_beside_it():
-    """Natural and uniform within noise on the ladder: its lower mean decides; the search's runs of both are
-    reported (a one-seed proxy order is no better evidence than the larger scale's)."""
-    s = spec(ladder={"seeds": 3, "candidates": 1})
+@pytest.mark.parametrize("tie, objective, baseline", [
+    ("objective", None, "uniform"),            # the mean over domains weighs them equally: uniform
+    ("ladder-mean", None, "natural"),          # the lower ladder mean, within noise or not
+    ("objective", "loss_data", "natural"),     # natural holds more `data` than uniform does (COUNTS)
+])
+def test_baselines_within_noise_leave_the_choice_to_the_objective(tie, objective, baseline):
+    """Natural and uniform within noise on the ladder (natural's mean lower): the objective's own weights on the
+    domains decide by default; the search's one-seed runs of both are only reported."""
+    s = spec(ladder={"seeds": 3, "candidates": 1, "baseline_tie": tie},
+             **({"objective": objective} if objective else {}))
     table = search_table()
     rungs = ladder.plan(s, {d: 0.0 for d in DEMO_DOMAINS} | {"python": 1.0}, "regmix", {}, table)
     values = {"natural": [3.00, 3.04, 3.01], "uniform": [3.02, 3.01, 3.03], "regmix (recommended)": [3.3] * 3}
@@ -105,7 +111,9 @@ def test_the_better_baseline_is_the_ladders_and_the_search_is_reported_beside_it
                            "status": "ok", "run_id": f"b{n}"} for n, v in (("natural", 3.2), ("uniform", 3.1))])
     searched = RunTable(pd.concat([table.df, extra], ignore_index=True), token_counts=COUNTS)
     out = ladder.decide(rungs, lt, s, searched)
-    assert out["winner"] == "natural" and out["baselines_apart"] is False
+    assert out["winner"] == baseline and out["baselines_apart"] is False
+    assert out["baseline_choice"] == ("objective" if tie == "objective" else "ladder")
+    assert ("nearest the objective" in out["reason"]) is (tie == "objective")
     assert out["baselines_in_search"] == {"natural": pytest.approx(3.2), "uniform": pytest.approx(3.1)}
 
 
@@ -143,3 +151,11 @@ def test_pooled_paired_se_is_the_two_way_residual():
     # seed and mixture effects do not enter it
     assert ladder.pooled_paired_se((y + np.arange(4)[None, :] + np.arange(6)[:, None]).tolist())[0] == \
         pytest.approx(se)
+
+
+def test_baselines_apart_on_the_ladder_keep_the_lower_mean():
+    s = spec(ladder={"seeds": 3, "candidates": 1})
+    rungs = ladder.plan(s, {d: 0.0 for d in DEMO_DOMAINS} | {"python": 1.0}, "regmix", {}, search_table())
+    values = {"natural": [2.70, 2.71, 2.69], "uniform": [3.00, 3.01, 3.00], "regmix (recommended)": [3.3] * 3}
+    out = ladder.decide(rungs, ladder_table(rungs, values, ladder.ladder_seeds(s)), s)
+    assert out["baselines_apart"] is True and out["winner"] == "natural" and out["baseline_choice"] == "ladder"

@@ -125,10 +125,12 @@ def decide(rungs: list[Rung], ladder_table: RunTable, spec: SearchSpec, search: 
     """The ladder's verdict from its runs: per mixture the objective per seed, the best candidate, the better
     baseline, their paired gap and its standard error, and which of the two is recommended and why.
 
-    The better baseline is the one with the lower mean on the ladder: the larger scale, over several seeds, is
-    closer to the target than the search's one-seed proxy runs of the baselines (reported beside it). Ordering
-    the baselines by the search when the ladder could not separate them was tried and dropped: on the demo the
-    one-seed proxy order of natural and uniform flipped with the seed (docs/DECISIONS.md)."""
+    The better baseline is the one with the lower mean on the ladder when the ladder tells them apart (the same
+    test as the candidates'); when it cannot, it is the baseline nearest the objective's own weights on the
+    domains (uniform for the mean over domains), `baseline_tie: ladder-mean` keeping the lower mean instead.
+    Measured at the target, uniform beat natural on every corpus and seed set here, while the ladder's means of
+    the two flipped with the seeds; the search's one-seed proxy runs flipped too and are only reported
+    (docs/DECISIONS.md)."""
     df = ladder_table.df
     seeds = ladder_seeds(spec)
     obj = ladder_table.objective(spec.objective) if len(df) and ladder_table.loss_columns else np.full(len(df), np.nan)
@@ -150,15 +152,26 @@ def decide(rungs: list[Rung], ladder_table: RunTable, spec: SearchSpec, search: 
         out.update(winner=None, reason="no baseline finished on every ladder seed: the ladder cannot judge; the "
                    "optimizer's recommendation stands unverified")
         return out
+    lad = spec.ladder
+    pooled_se, df = pooled_paired_se([r["values"] for r in cands + bases])
     base = min(bases, key=lambda r: r["mean"])
-    if len(bases) > 1:  # reported: whether the ladder could tell the baselines apart at all
+    out["baseline_choice"] = "ladder"
+    if len(bases) > 1:  # could the ladder tell the baselines apart at all?
         other = min((b for b in bases if b is not base), key=lambda r: r["mean"])
         d = np.asarray(other["values"]) - np.asarray(base["values"])
         se = float(d.std(ddof=1) / math.sqrt(len(d)))
-        out["baselines_apart"] = bool(abs(d.mean()) > 2 * se)
+        if lad.test == "pooled-t":
+            apart = abs(d.mean()) > float(student_t.ppf(1 - lad.alpha, df)) * max(se, pooled_se)
+        else:
+            apart = abs(d.mean()) > 2 * se
+        out["baselines_apart"] = bool(apart)
         m_base, m_other = (_measured(search, by_rung[b["label"]].weights, spec) for b in (base, other))
         if m_base is not None and m_other is not None:
             out["baselines_in_search"] = {base["label"]: m_base, other["label"]: m_other}
+        goal = objective_weights(spec, list(rungs[0].weights))
+        if not apart and lad.baseline_tie == "objective" and goal is not None:
+            base = min(bases, key=lambda r: _l1(by_rung[r["label"]].weights, goal, list(goal)))
+            out["baseline_choice"] = "objective"
     out["baseline"] = base["label"]
     if not cands:
         out.update(winner=base["label"], reason=f"no candidate finished on every ladder seed; recommending the "
@@ -168,9 +181,7 @@ def decide(rungs: list[Rung], ladder_table: RunTable, spec: SearchSpec, search: 
     d = np.asarray(cand["values"]) - np.asarray(base["values"])
     gap = float(d.mean())
     se = float(d.std(ddof=1) / math.sqrt(len(d)))
-    lad = spec.ladder
     if lad.test == "pooled-t":
-        pooled_se, df = pooled_paired_se([r["values"] for r in cands + bases])
         se_used = max(se, pooled_se)  # a candidate noisier than the rest is judged by its own spread
         critical = float(student_t.ppf(1 - lad.alpha / len(cands), df))
         test = (f"one-sided Student t over {len(cands)} candidate(s), alpha {lad.alpha:g}, noise pooled over "
@@ -182,15 +193,32 @@ def decide(rungs: list[Rung], ladder_table: RunTable, spec: SearchSpec, search: 
     beats = gap < -margin if margin > 0 else gap < 0
     out.update(candidate=cand["label"], gap=gap, se=se, test=lad.test, critical=critical, margin=margin,
                beats=bool(beats))
+    tie = (f"{' and '.join(b['label'] for b in bases)} were within noise of each other on the ladder, so the "
+           f"baseline is {base['label']}, the one nearest the objective's own weights on the domains; "
+           if out["baseline_choice"] == "objective" else "")
     if beats:
-        out.update(winner=cand["label"], reason=f"{cand['label']} beat {base['label']} at the ladder's fidelity "
+        out.update(winner=cand["label"], reason=tie + f"{cand['label']} beat {base['label']} at the ladder's fidelity "
                    f"by {-gap:.4f}, more than the {margin:.4f} chance allows ({critical:.2f} × SE {se_used:.4f}; "
                    f"{test})")
     else:
-        out.update(winner=base["label"], reason=f"no candidate beat {base['label']} by more than chance allows at "
-                   f"the ladder's fidelity (best candidate {cand['label']}: gap {gap:+.4f}, needed < "
+        out.update(winner=base["label"], reason=tie + f"no candidate beat {base['label']} by more than chance "
+                   f"allows at the ladder's fidelity (best candidate {cand['label']}: gap {gap:+.4f}, needed < "
                    f"{-margin:.4f} = {critical:.2f} × SE {se_used:.4f}; {test}); recommending {base['label']}")
     return out
+
+
+def objective_weights(spec: SearchSpec, domains: list[str]) -> dict[str, float] | None:
+    """How much the objective weighs each training domain (the mean over domains: equally); None when it
+    weighs none of them (its metrics name other validation sets)."""
+    obj = spec.objective
+    if obj.metrics is None:
+        return {d: 1 / len(domains) for d in domains}
+    w = {d: 0.0 for d in domains}
+    for m, x in zip(obj.metrics, obj.weights or [1.0] * len(obj.metrics), strict=True):
+        if m.removeprefix("loss_") in w:
+            w[m.removeprefix("loss_")] += x
+    total = sum(w.values())
+    return {d: v / total for d, v in w.items()} if total > 0 else None
 
 
 def pooled_paired_se(values: list[list[float]]) -> tuple[float, int]:
