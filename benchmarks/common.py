@@ -24,3 +24,15 @@ def training_args(ap: argparse.ArgumentParser, workers: int = 2) -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON result here too")
     ap.add_argument("--workdir", type=Path, default=None, help="work dir (default: a temporary folder)")
+
+
+def prepared(args: argparse.Namespace, prefix: str) -> tuple[Any, Any]:
+    """The manifest `--dataset` names and its prepared data, under `--workdir` or a new temporary folder."""
+    import tempfile
+
+    from mixopt.data import prepare
+    from mixopt.spec import load_dataset
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=prefix))
+    dataset = load_dataset(args.dataset)
+    return dataset, prepare(dataset, workdir / "data")

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -47,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import emit, training_args  # noqa: E402
+from common import emit, prepared, training_args  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -185,15 +184,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
-    from mixopt.data import prepare
     from mixopt.proxies import model_size
-    from mixopt.spec import ProxySpec, load_dataset
+    from mixopt.spec import ProxySpec
 
     con = Console(stderr=args.json, width=130)
     t_start = time.perf_counter()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mixopt-headroom-"))
-    dataset = load_dataset(args.dataset)
-    data = prepare(dataset, workdir / "data")
+    dataset, data = prepared(args, "mixopt-headroom-")
     domains = list(data.domains)
     k = len(domains)
     spec = ProxySpec.model_validate(target_spec(data.vocab_size, args.toy)).for_vocab(data.vocab_size)

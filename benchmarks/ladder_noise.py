@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import emit, training_args  # noqa: E402
+from common import emit, prepared, training_args  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -78,15 +77,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
-    from mixopt.data import prepare
     from mixopt.simplex import sample_mixtures
-    from mixopt.spec import ProxySpec, load_dataset
+    from mixopt.spec import ProxySpec
 
     con = Console(stderr=args.json, width=120)
     t_start = time.perf_counter()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mixopt-noise-"))
-    dataset = load_dataset(args.dataset)
-    data = prepare(dataset, workdir / "data")
+    dataset, data = prepared(args, "mixopt-noise-")
     raw = yaml.safe_load(args.proxy.read_text())
     if args.toy:
         raw.update(tokens=4 * 32 * 8, seq_len=32, batch_size=4, eval_windows=2, tokens_per_param=None)

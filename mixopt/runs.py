@@ -158,10 +158,18 @@ class RunTable:
         sub.token_counts = self.token_counts
         return sub
 
+    def objective_columns(self, spec: ObjectiveSpec | str | None = None) -> tuple[list[str], np.ndarray]:
+        """The objective's loss columns and their weights: the objective is Σ a_j·loss_j (the mean: a_j = 1/n)."""
+        spec = _as_objective(spec)
+        cols = list(spec.metrics if spec.metrics is not None else self.loss_columns)
+        a = (np.asarray(spec.weights, dtype=float) if spec.weights is not None
+             else np.full(len(cols), 1 / max(len(cols), 1)))
+        return cols, a
+
     def objective(self, spec: ObjectiveSpec | str | None = None) -> np.ndarray:
         """Objective per row (lower is better); NaN where a metric is missing or not finite."""
         spec = _as_objective(spec)
-        cols = spec.metrics if spec.metrics is not None else self.loss_columns
+        cols, _ = self.objective_columns(spec)
         if not cols:
             raise InputError(self.source, "no loss_<domain> columns to build the objective from",
                              "record per-domain validation losses as loss_<domain>")

@@ -164,10 +164,7 @@ class SurrogateOptimizer(OptimizerBase):
 
     def _columns(self, table: RunTable) -> tuple[list[str], np.ndarray]:
         """The objective's loss columns and their weights (the objective is Σ a_j·loss_j)."""
-        cols = self.objective.metrics if self.objective.metrics is not None else table.loss_columns
-        a = (np.asarray(self.objective.weights, dtype=float) if self.objective.weights is not None
-             else np.full(len(cols), 1 / len(cols)))
-        return list(cols), a
+        return table.objective_columns(self.objective)
 
     def _fit_mode(self, mode: str, X: np.ndarray, y: np.ndarray, Y: np.ndarray | None, a: np.ndarray,
                   seed: int) -> Any:

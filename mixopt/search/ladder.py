@@ -168,7 +168,7 @@ def decide(rungs: list[Rung], ladder_table: RunTable, spec: SearchSpec, search: 
         m_base, m_other = (_measured(search, by_rung[b["label"]].weights, spec) for b in (base, other))
         if m_base is not None and m_other is not None:
             out["baselines_in_search"] = {base["label"]: m_base, other["label"]: m_other}
-        goal = objective_weights(spec, list(rungs[0].weights))
+        goal = objective_weights(spec, ladder_table)
         if not apart and lad.baseline_tie == "objective" and goal is not None:
             base = min(bases, key=lambda r: _l1(by_rung[r["label"]].weights, goal, list(goal)))
             out["baseline_choice"] = "objective"
@@ -207,16 +207,14 @@ def decide(rungs: list[Rung], ladder_table: RunTable, spec: SearchSpec, search: 
     return out
 
 
-def objective_weights(spec: SearchSpec, domains: list[str]) -> dict[str, float] | None:
+def objective_weights(spec: SearchSpec, table: RunTable) -> dict[str, float] | None:
     """How much the objective weighs each training domain (the mean over domains: equally); None when it
     weighs none of them (its metrics name other validation sets)."""
-    obj = spec.objective
-    if obj.metrics is None:
-        return {d: 1 / len(domains) for d in domains}
-    w = {d: 0.0 for d in domains}
-    for m, x in zip(obj.metrics, obj.weights or [1.0] * len(obj.metrics), strict=True):
-        if m.removeprefix("loss_") in w:
-            w[m.removeprefix("loss_")] += x
+    cols, a = table.objective_columns(spec.objective)
+    w = {d: 0.0 for d in table.domains}
+    for c, x in zip(cols, a, strict=True):
+        if c.removeprefix("loss_") in w:
+            w[c.removeprefix("loss_")] += float(x)
     total = sum(w.values())
     return {d: v / total for d, v in w.items()} if total > 0 else None
 
