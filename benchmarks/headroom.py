@@ -29,11 +29,16 @@ and the ladder keeping uniform is the right outcome. The figure to read is `chec
    (micro) with the design seeds; for each, the straight line in log compute through its nano and micro gaps to
    uniform, extended to the target's compute, is set against the gap measured there. A ladder that read the
    trend across rungs instead of one rung would be exactly as right as these signs.
+5. **Fitted at a rung** (`--fit-at nano|micro --from FILE`). The same fit on the design trained at a cheap rung
+   (per-domain losses there), its optimum w ∝ s, and that optimum trained at the target with FILE's fresh seeds,
+   paired with FILE's uniform runs there: does the optimum a proxy would find hold at the target? Written into
+   FILE's result under `fitted_at` (to --out).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -165,6 +170,41 @@ def _gap(vals: list[float], ref: list[float]) -> tuple[float, float]:
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
 
 
+def fit_at_rung(rung: str, res: dict[str, Any], rung_spec: dict[str, Any], domains: list[str], run_all: Any,
+                con: Any) -> dict[str, Any]:
+    """Step 5: the design at a cheap rung, its elasticities and optimum, that optimum checked at the target."""
+    from rich.table import Table
+    from scipy.stats import spearmanr
+
+    design = {r["mixture"]: r["weights"] for r in res["design"]}
+    got = run_all(design, res["design_seeds"], f"design at {rung}", sd=rung_spec)
+    el = fit_elasticities(design, got, domains)
+    w = optimum(el, floor=0.02)
+    vals = [_objective(r) for r in run_all({"rung optimum": w}, res["eval_seeds"], "check")["rung optimum"]]
+    ref = next(r for r in res["check"] if r["mixture"] == "uniform")["values"]
+    g, se = _gap(vals, ref)
+    tgt = res["optimum"]
+    s_t = np.array([res["elasticity"][d]["s"] for d in domains])
+    s_r = np.array([el[d]["s"] for d in domains])
+    out = {"rung": rung, "elasticity": el, "optimum": w, "values": vals, "gap_to_uniform": g, "gap_se": se,
+           "beyond_noise": bool(abs(g) > 2 * se),
+           "l1_to_target_optimum": float(sum(abs(w[d] - tgt[d]) for d in domains)),
+           "elasticity_spearman": float(spearmanr(s_t, s_r)[0]), "design_losses": got}
+    t = Table(title=f"Elasticities fitted at {rung} and at the target, and the {rung}-fitted optimum")
+    for col in ("", *domains):
+        t.add_column(col[:10], justify="left" if not col else "right")
+    t.add_row("s at target", *[f"{v:.3f}" for v in s_t])
+    t.add_row(f"s at {rung}", *[f"{v:.3f}" for v in s_r])
+    t.add_row("w target-fitted", *[f"{tgt[d]:.3f}" for d in domains])
+    t.add_row(f"w {rung}-fitted", *[f"{w[d]:.3f}" for d in domains])
+    con.print(t)
+    con.print(f"{rung}-fitted optimum at the target ({len(vals)} fresh seeds): gap to uniform {g:+.4f} ± {se:.4f} "
+              f"({'beyond' if out['beyond_noise'] else 'within'} 2 SE); L1 to the target-fitted optimum "
+              f"{out['l1_to_target_optimum']:.3f}; Spearman of the elasticities {out['elasticity_spearman']:.2f}")
+    res.setdefault("fitted_at", {})[rung] = out
+    return res
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="dataset manifest (default: the demo)")
@@ -177,8 +217,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "micro) and test the straight-line extrapolation of each gap to the target")
     ap.add_argument("--trend-from", type=Path, default=None, help="only add the trend to an earlier --out file "
                     "(its design mixtures and seeds; written back to --out)")
+    ap.add_argument("--fit-at", choices=("nano", "micro"), default=None, help="with --from: fit the elasticities "
+                    "on the design trained at this rung and check that optimum at the target")
+    ap.add_argument("--from", dest="from_file", type=Path, default=None, help="an earlier --out file (its design, "
+                    "seeds and the check's uniform runs)")
     training_args(ap)
     args = ap.parse_args(argv)
+    if (args.fit_at is None) != (args.from_file is None):
+        ap.error("--fit-at and --from go together")
     if args.eval_seeds < 2 or args.design_seeds < 1:
         ap.error("--eval-seeds must be at least 2 and --design-seeds at least 1")
     from rich.console import Console
@@ -249,12 +295,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "sign_right": f"{sum(r['sign_right'] for r in rows)} of {len(rows)}"}
 
     if args.trend_from is not None:
-        import json
-
         res = json.loads(args.trend_from.read_text())
         design = {r["mixture"]: r["weights"] for r in res["design"]}
         res["trend"] = trend(design, res["design_seeds"], {r["mixture"]: r["values"] for r in res["design"]})
         return emit(res, args.out, args.json)
+    if args.fit_at is not None:
+        return emit(fit_at_rung(args.fit_at, json.loads(args.from_file.read_text()), rungs[args.fit_at], domains,
+                                run_all, con), args.out, args.json)
     design_losses = run_all(design, d_seeds, "design")
     elast = fit_elasticities(design, design_losses, domains)
     best = optimum(elast, floor=0.02)

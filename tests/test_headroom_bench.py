@@ -1,5 +1,5 @@
 """Keeps benchmarks/headroom.py working: the --toy path fits the target's elasticities, checks their optimum on
-fresh seeds, reads the trend across rungs, and adds a trend to an earlier result."""
+fresh seeds, reads the trend across rungs, adds a trend to an earlier result, and fits at a cheap rung."""
 
 from __future__ import annotations
 
@@ -46,3 +46,13 @@ def test_headroom_toy_path_fits_checks_and_reads_the_trend(tmp_path, workdir):
     assert res.returncode == 0, res.stderr
     got2 = json.loads(again.read_text())
     assert got2["design"] == got["design"] and got2["trend"]["rows"] == trend["rows"]
+
+    # --fit-at fits the same law at a cheap rung and checks that optimum at the target, paired with FILE's uniform
+    fitted = tmp_path / "fitted.json"
+    res = run("--fit-at", "micro", "--from", str(out), "--workdir", str(workdir), "--out", str(fitted))
+    assert res.returncode == 0, res.stderr
+    f = json.loads(fitted.read_text())["fitted_at"]["micro"]
+    assert abs(sum(f["optimum"].values()) - 1) < 1e-9 and len(f["values"]) == 2
+    uni = next(r for r in got["check"] if r["mixture"] == "uniform")["values"]
+    assert f["gap_to_uniform"] == pytest.approx(sum(a - b for a, b in zip(f["values"], uni, strict=True)) / 2)
+    assert -1 <= f["elasticity_spearman"] <= 1 and f["l1_to_target_optimum"] >= 0
