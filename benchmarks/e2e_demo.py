@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mixopt.optimizers import _BUILTIN  # noqa: E402
+from mixopt.optimizers import register_optimizer  # noqa: E402
 from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation  # noqa: E402
 from mixopt.runs import RunTable  # noqa: E402
 
@@ -90,7 +90,7 @@ class TPE(OptimizerBase):
                                     notes=["TPE has no surrogate: this is the best mixture it measured"])
 
 
-_BUILTIN["tpe"] = f"{__name__}:TPE"
+register_optimizer("tpe", TPE)  # for this process only
 
 
 # --------------------------------------------------------------------------------------------- settings

@@ -57,7 +57,7 @@ def simulation(train, objective, n: int, prior: np.ndarray) -> dict:
     for label, settings in cases:
         opt = get_optimizer("regmix", seed=42, objective=objective, n_candidates=n, n_bootstrap=0,
                             prior=dict(zip(train.domains, prior, strict=True)), max_epochs=None, **settings)
-        model = opt._model(42).fit(train.weights, train.objective(objective))
+        model = opt.predictor(42).fit(train.weights, train.objective(objective))
         t0 = time.perf_counter()
         top_w, _, n_exact, _ = opt._simulate(model, prior, None, np.random.default_rng(7))
         res[label] = {"seconds": time.perf_counter() - t0, "scored_exactly": n_exact, "top": top_w}

@@ -9,16 +9,34 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixopt.errors import InputError, MixoptError
-from mixopt.optimizers import get_optimizer, list_optimizers
-from mixopt.optimizers.base import Proposal, Recommendation
-from mixopt.predictors import fit_predictor
-from mixopt.runs import RunTable
-from mixopt.spec import DatasetSpec, ObjectiveSpec, ProxySpec, SearchSpec, TargetSpec
+
+if TYPE_CHECKING:
+    from mixopt.optimizers import get_optimizer, list_optimizers
+    from mixopt.optimizers.base import Proposal, Recommendation
+    from mixopt.predictors import fit_predictor
+    from mixopt.runs import RunTable
+    from mixopt.spec import DatasetSpec, ObjectiveSpec, ProxySpec, SearchSpec, TargetSpec
 
 __version__ = "0.1.0"
+
+# The public names load on first use: `import mixopt` (and with it every `mixopt` command, which imports the
+# package first) must not pay for pandas, torch and the optimizers when it only reads a job folder.
+_LAZY = {"get_optimizer": "mixopt.optimizers", "list_optimizers": "mixopt.optimizers",
+         "Proposal": "mixopt.optimizers.base", "Recommendation": "mixopt.optimizers.base",
+         "fit_predictor": "mixopt.predictors", "RunTable": "mixopt.runs", "DatasetSpec": "mixopt.spec",
+         "ObjectiveSpec": "mixopt.spec", "ProxySpec": "mixopt.spec", "SearchSpec": "mixopt.spec",
+         "TargetSpec": "mixopt.spec"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mixopt' has no attribute {name!r}")
 
 
 def recommend(runs: RunTable | str | Path, optimizer: str = "regmix", objective: Any = None,
@@ -28,6 +46,8 @@ def recommend(runs: RunTable | str | Path, optimizer: str = "regmix", objective:
     With a target (and token counts in the table) the mixture is checked against the target's repetition caps
     and re-balanced where it exceeds them, whichever optimizer produced it (see `mixopt.target.apply_target`).
     """
+    from mixopt.optimizers import get_optimizer
+    from mixopt.runs import RunTable
     from mixopt.target import apply_target
 
     table = runs if isinstance(runs, RunTable) else RunTable.from_file(runs)

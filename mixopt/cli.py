@@ -145,9 +145,9 @@ def submit(
 ) -> None:
     """Validate a search spec, then run it: proxies on Ray, results in the job's run table and MLflow."""
     from mixopt.search import jobs
-    from mixopt.spec import SearchSpec
+    from mixopt.search.checks import load_search_spec
 
-    s = SearchSpec.from_yaml(spec)  # data sources are checked by prepare, before any job folder exists
+    s = load_search_spec(spec)  # data sources are checked by prepare, before any job folder exists
     if jobs.is_job_address(address):
         assert address is not None
         remote_wd = None if workdir == DEFAULT_WD else str(workdir)
@@ -631,7 +631,9 @@ def optimizers() -> None:
     t.add_column("settings (default)")
     for name in list_optimizers():
         cls = optimizer_class(name)
-        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        # A plug-in may have no docstring at all: its module's, else its class's, else a dash.
+        text = getattr(sys.modules.get(cls.__module__), "__doc__", None) or cls.__doc__ or "—"
+        doc = text.strip().splitlines()[0] if text.strip() else "—"
         settings = ", ".join(f"{k}={f.default}" for k, f in cls.Settings.model_fields.items()) or "—"
         t.add_row(name, doc.split(":", 1)[-1].strip(), settings)
     console.print(t)

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from mixopt.errors import InputError
-from mixopt.optimizers.base import Recommendation
+from mixopt.recommendation import Recommendation
 
 FORMATS = ("json", "yaml", "megatron", "hf", "olmo", "torchtitan")
 

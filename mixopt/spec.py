@@ -1,9 +1,9 @@
 """Typed specs: the one place where a job's configuration is validated.
 
 Everything a search needs is checked here, at load, before anything runs or anything is written: unknown keys
-are errors (a typo must not silently fall back to a default), mixtures must be on the simplex, optimizer
-settings are validated against the optimizer's own settings model. Errors become one `InputError` line that
-names the file, the field and the fix.
+are errors (a typo must not silently fall back to a default), mixtures must be on the simplex. Errors become
+one `InputError` line that names the file, the field and the fix. The specs know no optimizer: the settings
+under `optimizer:` are checked by the search layer (`mixopt.search.checks`), which loads the optimizer.
 """
 
 from __future__ import annotations
@@ -558,19 +558,15 @@ class TargetSpec(_Strict):
 
 
 class OptimizerSpec(BaseModel):
-    """`name` picks the optimizer; every other key is validated by that optimizer's `Settings` model."""
+    """`name` picks the optimizer; every other key is one of that optimizer's settings.
+
+    The spec layer knows no optimizer: the search layer (`mixopt.search.checks`) checks the name against the
+    registry and the settings against that optimizer's `Settings` model when a search is loaded to run, so
+    reading a finished job's folder never imports optimizer code (nor torch with it).
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    name: str
-
-    @model_validator(mode="after")
-    def _known_and_valid(self) -> OptimizerSpec:
-        from mixopt.optimizers import optimizer_class
-        from mixopt.optimizers.base import validate_settings
-
-        cls = optimizer_class(self.name)  # raises ValueError naming the known optimizers
-        validate_settings(self.name, cls.Settings, self.settings)
-        return self
+    name: str = Field(min_length=1)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -683,38 +679,7 @@ class SearchSpec(_Strict):
             raise ValueError(f"the ladder ({self.ladder_runs()} runs) is larger than the budget "
                              f"({self.budget.runs} runs): lower ladder.candidates or ladder.seeds, raise "
                              "budget.runs, or set ladder: auto")
-        if self.optimizer.name == "scaling":  # checked here, before any run, not after the budget is spent
-            levels = self.optimizer.settings.get("fidelities") or []
-            if len(levels) < 2 or len(self.proxies) < 2:
-                raise ValueError("the scaling optimizer needs proxies at two or more scales: list them under "
-                                 "`fidelities:` and in optimizer.fidelities, e.g. [{level: 0}, {level: 1}]")
-            st = self.optimizer.settings
-            if not ((self.target and self.target.params) or st.get("target_params")) or not (
-                    (self.target and self.target.tokens) or st.get("target_tokens")):
-                raise ValueError("the scaling optimizer solves at the target's N and D: give `target: {params: "
-                                 "..., tokens: ...}` (or optimizer.target_params / target_tokens)")
-        self._check_budget_covers_the_optimizer()
-        prior = self.optimizer.settings.get("prior")
-        if isinstance(prior, dict):
-            unknown = sorted(set(prior) - set(domains))
-            if unknown:
-                raise ValueError(f"optimizer.prior names unknown domain(s) {unknown}; the dataset has {domains}")
-            total = sum(float(v) for v in prior.values())
-            if any(float(v) < 0 for v in prior.values()) or abs(total - 1.0) > WEIGHT_TOLERANCE:
-                raise ValueError(f"optimizer.prior must be non-negative shares summing to 1 (sums to {total:.6g}); "
-                                 "rescale it")
         return self
-
-    def _check_budget_covers_the_optimizer(self) -> None:
-        """A budget below what the optimizer needs to recommend would train every run, then fail: refuse it now."""
-        from mixopt.optimizers import optimizer_class
-
-        cls = optimizer_class(self.optimizer.name)
-        need = cls.runs_needed(cls.Settings.model_validate(self.optimizer.settings))
-        if need is not None and self.budget.runs < need:
-            raise ValueError(f"budget.runs is {self.budget.runs}, but {self.optimizer.name} needs at least {need} "
-                             f"successful runs to recommend (optimizer.min_runs): raise budget.runs to {need} or "
-                             "more, or lower optimizer.min_runs")
 
     def ladder_runs(self) -> int:
         """Runs the verification ladder trains when on: (candidates + baselines + include_mixtures) × seeds."""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mixopt.errors import InputError
-from mixopt.optimizers.base import Recommendation
+from mixopt.recommendation import Recommendation
 from mixopt.simplex import repetition_caps
 from mixopt.spec import LeverageSpec, TargetSpec
 

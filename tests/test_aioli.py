@@ -13,11 +13,12 @@ import pytest
 from mixopt.errors import InputError
 from mixopt.laws.loglinear import fit_loglinear
 from mixopt.optimizers import get_optimizer, list_optimizers
-from mixopt.optimizers.aioli import AioliSchedule, aioli_path, plan
-from mixopt.optimizers.doremi import DoReMiSchedule
+from mixopt.optimizers.aioli import aioli_path
 from mixopt.proxies import train_proxies, train_proxy
-from mixopt.proxies.schedules import SCHEDULES, Feedback, PiecewiseSchedule, make_schedule
 from mixopt.runs import RunTable
+from mixopt.schedules import SCHEDULES, Feedback, PiecewiseSchedule, make_schedule
+from mixopt.schedules.aioli import AioliSchedule, plan
+from mixopt.schedules.doremi import DoReMiSchedule
 from mixopt.spec import ProxySpec
 
 TINY = dict(n_layer=1, d_model=32, n_head=2, seq_len=64, batch_size=8, eval_windows=4)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from mixopt.spec import ProxySpec, SearchSpec, load_dataset
+from mixopt.search.checks import load_search_spec
+from mixopt.spec import ProxySpec, load_dataset
 from tests.conftest import ROOT
 
 
@@ -28,7 +29,7 @@ def test_shipped_yaml_files_validate():
     for p in (ROOT / "search").glob("*.yaml"):
         if p.name in DISCOVERED and not DISCOVERED[p.name].is_file():
             continue
-        SearchSpec.from_yaml(p)
+        load_search_spec(p)
     for p in (ROOT / "datasets").glob("*.yaml"):
         load_dataset(p)
     for p in (ROOT / "proxies").glob("*.yaml"):

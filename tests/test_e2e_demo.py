@@ -8,18 +8,18 @@ import sys
 
 import pytest
 
-from mixopt.optimizers import _BUILTIN
+from mixopt.optimizers import unregister_optimizer
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
 
-def test_e2e_demo_toy_path_runs_and_reports(tmp_path, monkeypatch):
+def test_e2e_demo_toy_path_runs_and_reports(tmp_path, monkeypatch, request):
     spec = importlib.util.spec_from_file_location("e2e_demo", ROOT / "benchmarks" / "e2e_demo.py")
     mod = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "e2e_demo", mod)  # the optimizer registry imports TPE by module name
-    monkeypatch.setitem(_BUILTIN, "tpe", "e2e_demo:TPE")  # and forgets it again after this test
-    spec.loader.exec_module(mod)
+    monkeypatch.setitem(sys.modules, "e2e_demo", mod)
+    spec.loader.exec_module(mod)  # registers its TPE baseline for this process
+    request.addfinalizer(lambda: unregister_optimizer("tpe"))  # and the registry forgets it after this test
     out = tmp_path / "e2e.json"
     res = mod.main(["--toy", "--workdir", str(tmp_path / "work"), "--out", str(out), "--plot", str(tmp_path / "a.png"),
                     "--ladder-candidates"])

@@ -11,8 +11,8 @@ import torch
 
 from mixopt.proxies import ProxyLM, model_size, train_proxies, train_proxy
 from mixopt.proxies.command import run_command_proxy
-from mixopt.proxies.schedules import SCHEDULES, Feedback
 from mixopt.proxies.train import lr_at
+from mixopt.schedules import SCHEDULES, Feedback
 from mixopt.spec import ProxySpec
 
 TINY = dict(n_layer=1, d_model=32, n_head=2, seq_len=64, batch_size=8, eval_windows=4)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from mixopt.errors import InputError
+from mixopt.search.checks import load_search_spec
 from mixopt.spec import ObjectiveSpec, SearchSpec
 from tests.conftest import DEMO_DOMAINS, ROOT, run_cli
 
@@ -59,7 +60,7 @@ def test_demo_spec_loads_and_inlines_references():
 def test_bad_spec_names_file_field_and_fix(tmp_path, patch, field, words):
     path = write(tmp_path, {**base(), **patch})
     with pytest.raises(InputError) as e:
-        SearchSpec.from_yaml(path)
+        load_search_spec(path)
     msg = str(e.value)
     assert str(path) in msg and field in msg and words in msg and "fix:" in msg
     assert "\n" not in msg

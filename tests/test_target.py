@@ -369,7 +369,7 @@ def test_cli_recommend_megatron_with_moe_target(tmp_path):
 
 def test_an_infeasible_target_is_explained_once_in_terms_of_the_binding_cap():
     """The search's note and the target step's note name the same cap (the target's 4 epochs, not RegMix's 15)."""
-    from mixopt.optimizers.surrogate import CapSettings, resolve_caps
+    from mixopt.optimizers._surrogate import CapSettings, resolve_caps
 
     df = pd.DataFrame({"w_a": [0.5], "w_b": [0.5], "loss_a": [1.0], "loss_b": [1.0], "run_id": ["r0"],
                        "status": ["ok"]})

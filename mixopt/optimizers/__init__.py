@@ -1,8 +1,10 @@
 """Registry of mixture optimizers.
 
-Built-ins are registered under the `mixopt.optimizers` entry-point group in pyproject.toml, the same way a third
-party adds its own, so there is one lookup path. The built-in table below is the fallback when mixopt is
-imported from a source tree that was never installed (entry points then do not exist).
+There is one list: the `mixopt.optimizers` entry-point group. The built-ins are registered there in
+pyproject.toml exactly as a third party registers its own (one entry point naming `module:Class`), so adding an
+optimizer is one module plus one entry-point line (see docs/optimizers.md). `register_optimizer` adds one for the
+life of this process only (a notebook, a benchmark's own baseline, a test); it never edits the installed list.
+Looking a name up imports that one optimizer's module, so listing names loads no optimizer code.
 """
 
 from __future__ import annotations
@@ -13,27 +15,28 @@ from typing import Any
 
 from mixopt.optimizers.base import MixtureOptimizer, OptimizerBase, Proposal, Recommendation
 
-_BUILTIN = {
-    "random": "mixopt.optimizers.random_search:RandomSearch",
-    "uniform": "mixopt.optimizers.uniform:Uniform",
-    "natural": "mixopt.optimizers.natural:Natural",
-    "regmix": "mixopt.optimizers.regmix:RegMix",
-    "climb": "mixopt.optimizers.climb:Climb",
-    "mixing_law": "mixopt.optimizers.mixing_law:MixingLawOptimizer",
-    "dcpt": "mixopt.optimizers.dcpt:DCPT",
-    "cmr": "mixopt.optimizers.cmr:CMR",
-    "mfbo": "mixopt.optimizers.mfbo:MFBO",
-    "aioli": "mixopt.optimizers.aioli:Aioli",
-    "doremi": "mixopt.optimizers.doremi:DoReMi",
-    "scaling": "mixopt.optimizers.scaling:Scaling",
-}
+GROUP = "mixopt.optimizers"
+_IN_PROCESS: dict[str, str | type[OptimizerBase]] = {}
 
 
-def _targets() -> dict[str, str]:
-    found = dict(_BUILTIN)
-    for ep in entry_points(group="mixopt.optimizers"):
-        found[ep.name] = ep.value
-    return found
+def _targets() -> dict[str, str | type[OptimizerBase]]:
+    found: dict[str, str | type[OptimizerBase]] = {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    if not found:
+        raise RuntimeError("no optimizer is registered: mixopt's entry points are missing, which means it was "
+                           "imported from a source tree that was never installed; run `pip install -e .`")
+    return {**found, **_IN_PROCESS}
+
+
+def register_optimizer(name: str, target: str | type[OptimizerBase]) -> None:
+    """Make `name` resolve to an optimizer class (or a "module:Class" string) in this process."""
+    if not name or not isinstance(name, str):
+        raise ValueError("an optimizer name is a non-empty string")
+    _IN_PROCESS[name] = target
+
+
+def unregister_optimizer(name: str) -> None:
+    """Forget an optimizer added by `register_optimizer` (installed entry points stay)."""
+    _IN_PROCESS.pop(name, None)
 
 
 def list_optimizers() -> list[str]:
@@ -44,7 +47,10 @@ def optimizer_class(name: str) -> type[OptimizerBase]:
     targets = _targets()
     if name not in targets:
         raise ValueError(f"unknown optimizer {name!r}; known optimizers: {', '.join(sorted(targets))}")
-    module, _, attr = targets[name].partition(":")
+    target = targets[name]
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
@@ -53,5 +59,5 @@ def get_optimizer(name: str, seed: int = 0, objective: Any = None, **settings: A
     return optimizer_class(name)(seed=seed, objective=objective, **settings)
 
 
-__all__ = ["MixtureOptimizer", "OptimizerBase", "Proposal", "Recommendation", "get_optimizer",
-           "list_optimizers", "optimizer_class"]
+__all__ = ["GROUP", "MixtureOptimizer", "OptimizerBase", "Proposal", "Recommendation", "get_optimizer",
+           "list_optimizers", "optimizer_class", "register_optimizer", "unregister_optimizer"]

@@ -8,39 +8,15 @@ table alone, and what lets the same optimizer run offline on released benchmark 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from mixopt.recommendation import Proposal, Recommendation
 from mixopt.runs import RunTable
+from mixopt.settings import validate_settings
 from mixopt.spec import ObjectiveSpec, TargetSpec
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """One mixture to train, optionally at a given fidelity and with a schedule (online methods)."""
-
-    weights: dict[str, float]
-    fidelity: dict[str, float] | None = None
-    schedule: dict[str, Any] | None = None
-
-
-@dataclass
-class Recommendation:
-    weights: dict[str, float]
-    method: str
-    objective: str
-    predicted: float | None = None
-    uncertainty: float | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    runs_used: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)  # method-specific, machine-readable extras
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class NoSettings(BaseModel):
@@ -54,6 +30,31 @@ class MixtureOptimizer(Protocol):
     def propose(self, history: RunTable, n: int) -> list[Proposal]: ...
 
     def recommend(self, history: RunTable, target: TargetSpec | None = None) -> Recommendation: ...
+
+
+# Optional capabilities. An optimizer has one by defining the method; the search, the pool replay and the report
+# test for it with isinstance against these protocols (never by probing private names).
+
+
+@runtime_checkable
+class WaitsForPending(Protocol):
+    """Asks the asynchronous driver to let the runs in flight finish before it proposes again (CLIMB's rounds)."""
+
+    def wait_for_pending(self, history: RunTable) -> bool: ...
+
+
+@runtime_checkable
+class ChoosesPoolRows(Protocol):
+    """Picks rows of an existing pool itself in pool mode (mfbo), instead of having proposals snapped to them."""
+
+    def propose_pool(self, history: RunTable, pool: RunTable, n: int) -> list[int]: ...
+
+
+@runtime_checkable
+class BuildsPredictor(Protocol):
+    """Builds its surrogate with its own settings; the report's out-of-fold chart refits exactly that model."""
+
+    def predictor(self, seed: int) -> Any: ...
 
 
 class OptimizerBase:
@@ -95,19 +96,6 @@ class OptimizerBase:
         return Recommendation(weights={d: float(x) for d, x in zip(history.domains, w, strict=True)},
                               method=self.name, objective=self.objective.describe(),
                               settings=self.describe_settings(), **kw)
-
-
-def validate_settings(name: str, model: type[BaseModel], settings: dict[str, Any]) -> Any:
-    """Validate an optimizer's settings; the error is one sentence naming the setting and the allowed ones."""
-    try:
-        return model.model_validate(settings)
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        allowed = ", ".join(sorted(model.model_fields)) or "none"
-        if err["type"] == "extra_forbidden":
-            raise ValueError(f"{name} has no setting {key!r}; its settings are: {allowed}") from None
-        raise ValueError(f"setting {key!r} of {name}: {err['msg']}") from None
 
 
 def mixture_dict(domains: list[str], w: np.ndarray) -> dict[str, float]:

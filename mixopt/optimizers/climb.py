@@ -33,8 +33,8 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
 from mixopt.errors import InputError
+from mixopt.optimizers._surrogate import SurrogateOptimizer, SurrogateSettings
 from mixopt.optimizers.base import Proposal, Recommendation, mixture_dict
-from mixopt.optimizers.surrogate import SurrogateOptimizer, SurrogateSettings
 from mixopt.predictors import make_predictor
 from mixopt.runs import RunTable
 from mixopt.simplex import clean_mixtures, sample_mixtures
@@ -148,13 +148,13 @@ class Climb(SurrogateOptimizer):
             rec.notes.append(note)
         return rec
 
-    def _model(self, seed: int):
+    def predictor(self, seed: int):
         s = self.settings
         if s.predictor == "climb":
             return make_predictor("lightgbm", n_estimators=s.n_estimators, learning_rate=s.learning_rate,
                                   min_child_samples=s.min_child_samples or CLIMB_MIN_CHILD_SAMPLES, seed=seed,
                                   **CLIMB_LIGHTGBM)
-        return super()._model(seed)
+        return super().predictor(seed)
 
     # ------------------------------------------------------------------------------------------ details
 

@@ -19,8 +19,7 @@ from pydantic import Field
 
 from mixopt.errors import InputError
 from mixopt.laws.cmr import TOKEN_UNIT, fit_cmr, fit_cmr_scaling
-from mixopt.optimizers.base import Recommendation
-from mixopt.optimizers.law_common import (
+from mixopt.optimizers._law_common import (
     TwoDomainOptimizer,
     TwoDomains,
     TwoDomainSettings,
@@ -30,6 +29,7 @@ from mixopt.optimizers.law_common import (
     points_note,
     source_runs,
 )
+from mixopt.optimizers.base import Recommendation
 from mixopt.runs import RunTable
 from mixopt.spec import TargetSpec
 

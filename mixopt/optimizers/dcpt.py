@@ -23,8 +23,7 @@ from pydantic import Field
 
 from mixopt.errors import InputError
 from mixopt.laws.dcpt import DCPTLaws, fit_dcpt_pair
-from mixopt.optimizers.base import Recommendation
-from mixopt.optimizers.law_common import (
+from mixopt.optimizers._law_common import (
     TwoDomainOptimizer,
     TwoDomains,
     TwoDomainSettings,
@@ -34,6 +33,7 @@ from mixopt.optimizers.law_common import (
     points_note,
     source_runs,
 )
+from mixopt.optimizers.base import Recommendation
 from mixopt.runs import RunTable
 from mixopt.spec import TargetSpec
 

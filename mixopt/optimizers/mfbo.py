@@ -51,9 +51,9 @@ import torch
 from pydantic import Field, model_validator
 
 from mixopt.errors import InputError
+from mixopt.optimizers._surrogate import CapSettings, resolve_caps, resolve_prior
 from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation, mixture_dict
 from mixopt.optimizers.pool import unused_rows
-from mixopt.optimizers.surrogate import CapSettings, resolve_caps, resolve_prior
 from mixopt.predictors.gp import embed
 from mixopt.runs import RunTable
 from mixopt.simplex import dirichlet, distance_to_prior, kl_to_prior, sample_mixtures

@@ -21,8 +21,8 @@ from pydantic import Field
 from mixopt.errors import InputError
 from mixopt.laws.mixing import fit_mixing_law, optimise_mixture
 from mixopt.laws.pipeline import MATCH_TOL, nested_predict
+from mixopt.optimizers._law_common import domain_bounds, fidelity_values, fit_notes, propose_at_levels
 from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation, mixture_dict
-from mixopt.optimizers.law_common import domain_bounds, fidelity_values, fit_notes, propose_at_levels
 from mixopt.optimizers.random_search import history_prior
 from mixopt.runs import RunTable
 from mixopt.simplex import SamplerSettings, distance_to_prior, sample_mixtures

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mixopt.optimizers.base import OptimizerBase
+from mixopt.optimizers.base import ChoosesPoolRows, OptimizerBase
 from mixopt.runs import RunTable
 
 
@@ -168,7 +168,7 @@ def simulate(optimizer: Any, pool: RunTable, cost: np.ndarray, budget: float, ba
         if not free.any():
             break
         n = min(batch, int(free.sum()))
-        if hasattr(optimizer, "propose_pool"):
+        if isinstance(optimizer, ChoosesPoolRows):
             picked = [int(i) for i in optimizer.propose_pool(history, pool, n)]
         else:
             picked = snap_to_pool(optimizer.propose(history, n), pool, free)

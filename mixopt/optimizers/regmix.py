@@ -7,7 +7,7 @@ recommend: fit the predictor (the mean of LightGBM with RegMix's settings and a 
 `n_candidates` mixtures drawn from Dirichlet(prior · `candidate_strength`) in chunks, keep only those within
 the caps, and return the mean of the `top_k` lowest predictions (§1c–d). The caps are linear constraints, so
 the mean of feasible candidates is feasible too — the paper's simulation ignored them (§1f). The simulation
-and recommendation are shared with CLIMB (mixopt/optimizers/surrogate.py).
+and recommendation are shared with CLIMB (mixopt/optimizers/_surrogate.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Literal
 
 from pydantic import Field
 
+from mixopt.optimizers._surrogate import SurrogateOptimizer, SurrogateSettings
 from mixopt.optimizers.base import Proposal, mixture_dict
-from mixopt.optimizers.surrogate import SurrogateOptimizer, SurrogateSettings
 from mixopt.runs import RunTable
 from mixopt.simplex import sample_mixtures
 

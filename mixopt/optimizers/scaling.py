@@ -35,9 +35,9 @@ from mixopt.errors import InputError
 from mixopt.laws.mixing import MixingLaw, fit_mixing_law, optimise_mixture
 from mixopt.laws.pipeline import mixture_keys, nested_predict
 from mixopt.laws.scalemix import FORMS, ScaleMixLaw, fit_scalemix, scale_levels
+from mixopt.optimizers._law_common import domain_bounds, fidelity_values, fit_notes, propose_at_levels
+from mixopt.optimizers._surrogate import CapSettings, resolve_caps, resolve_prior
 from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation, mixture_dict
-from mixopt.optimizers.law_common import domain_bounds, fidelity_values, fit_notes, propose_at_levels
-from mixopt.optimizers.surrogate import CapSettings, resolve_caps, resolve_prior
 from mixopt.runs import RunTable
 from mixopt.simplex import distance_to_prior, kl_to_prior, sample_mixtures
 from mixopt.spec import TargetSpec

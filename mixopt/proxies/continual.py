@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from mixopt.proxies.model import ProxyLM
+from mixopt.proxies.train import train_model
 from mixopt.spec import ProxySpec
 
 # Settings that do not change a run's weights (evaluation, placement, batching across proxies).
@@ -80,8 +81,6 @@ def base_state(spec: ProxySpec, train: dict[str, np.ndarray], val: dict[str, np.
     with _locked(path):
         if path.is_file():
             return torch.load(path, map_location="cpu", weights_only=True)
-        from mixopt.proxies.train import train_model
-
         total = sum(spec.base.weights.values())
         weights = {d: w / total for d, w in spec.base.weights.items()}
         plain = base_run(spec)

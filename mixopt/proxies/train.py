@@ -1,8 +1,9 @@
-"""Train proxies on mixtures and measure validation loss per domain.
+"""The training loop: K proxies on K mixtures in one batched model, validation loss per domain.
 
-`train_proxies` trains K proxies — K mixtures, K seeds — as one batched model (see `model.ProxyLM`); each still
+`train_model` trains K proxies — K mixtures, K seeds — as one batched model (see `model.ProxyLM`); each still
 sees only its own data stream, its own gradient clipping and its own AdamW state, so the results equal K
-separate runs to floating-point tolerance. `train_proxy` is the K = 1 case.
+separate runs to floating-point tolerance. `mixopt.proxies.entry` builds the model (fresh, or from a continual-
+pretraining base) and calls it; the base itself is trained with it too, so this module imports neither.
 
 A proxy whose loss turns non-finite stops contributing at once and is reported as failed with the step; its
 numbers never reach a predictor. The others in its batch carry on.
@@ -22,7 +23,7 @@ import torch
 
 from mixopt.data.sampler import MixtureSampler, validation_windows
 from mixopt.proxies.model import ProxyLM, model_size
-from mixopt.proxies.schedules import Feedback, MixingSchedule, StaticSchedule, make_schedule
+from mixopt.schedules import Feedback, MixingSchedule, StaticSchedule, make_schedule
 from mixopt.spec import ProxySpec
 
 
@@ -112,32 +113,11 @@ def _clip_per_proxy(params: list[torch.Tensor], K: int, max_norm: float) -> None
 Progress = Callable[[int, int], None]
 
 
-def train_proxies(spec: ProxySpec, mixtures: list[dict[str, float]], seeds: list[int],
-                  train: dict[str, np.ndarray], val: dict[str, np.ndarray], vocab_size: int,
-                  threads: int | None = None, schedules: list[dict[str, Any] | None] | None = None,
-                  on_step: Progress | None = None) -> list[ProxyResult]:
-    """Train len(mixtures) proxies together; one result per mixture, in order.
-
-    With `spec.base` (continual pretraining) every proxy starts from the cached base checkpoint (trained here
-    first if no earlier run left it) instead of its seed's initialisation."""
-    if len(mixtures) != len(seeds):
-        raise ValueError(f"{len(mixtures)} mixtures but {len(seeds)} seeds")
-    if threads:
-        torch.set_num_threads(threads)
-    device = pick_device(spec)
-    model = ProxyLM(spec, vocab_size, seeds=seeds).to(device)
-    if spec.base is not None:
-        from mixopt.proxies.continual import base_state, load_base
-
-        load_base(model, base_state(spec, train, val, vocab_size))
-    return train_model(model, spec, mixtures, seeds, train, val, vocab_size, schedules, on_step)
-
-
 def train_model(model: ProxyLM, spec: ProxySpec, mixtures: list[dict[str, float]], seeds: list[int],
                 train: dict[str, np.ndarray], val: dict[str, np.ndarray], vocab_size: int,
                 schedules: list[dict[str, Any] | None] | None = None,
                 on_step: Progress | None = None) -> list[ProxyResult]:
-    """The training loop of `train_proxies` on a model already built (and possibly loaded from a base)."""
+    """Train the K proxies of a model already built (and possibly loaded from a base); one result each."""
     t0 = time.perf_counter()
     device = next(model.parameters()).device
     K = len(mixtures)
@@ -278,11 +258,3 @@ def _time_average(trajectory: list[dict[str, Any]], steps: int) -> dict[str, flo
             acc[d] = acc.get(d, 0.0) + v * span
     total = sum(acc.values())
     return {d: v / total for d, v in acc.items() if v > 0} if total > 0 else dict(trajectory[0]["weights"])
-
-
-def train_proxy(spec: ProxySpec, weights: dict[str, float], train: dict[str, np.ndarray],
-                val: dict[str, np.ndarray], vocab_size: int, seed: int, threads: int | None = None,
-                schedule: dict[str, Any] | None = None, on_step: Progress | None = None) -> ProxyResult:
-    """One proxy on one mixture (the K = 1 case of `train_proxies`)."""
-    return train_proxies(spec, [weights], [seed], train, val, vocab_size, threads,
-                         schedules=[schedule], on_step=on_step)[0]

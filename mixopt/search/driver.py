@@ -45,10 +45,11 @@ import pandas as pd
 from mixopt.data.prepare import PreparedData, prepare
 from mixopt.errors import InputError, MixoptError
 from mixopt.optimizers import get_optimizer
-from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation
+from mixopt.optimizers.base import OptimizerBase, Proposal, Recommendation, WaitsForPending
 from mixopt.proxies.model import model_size
 from mixopt.runs import RunTable
 from mixopt.search import cluster, ladder
+from mixopt.search.checks import check_search, load_search_spec
 from mixopt.search.store import JobStore, PendingRun, alive
 from mixopt.search.tracking import Tracker, default_tracking_uri
 from mixopt.simplex import distance_to_prior
@@ -80,7 +81,7 @@ def _train_task(proxy: dict, items: list[dict], train: dict | None, val: dict | 
     """
     yield STARTED
     from mixopt.proxies.command import run_command_proxy
-    from mixopt.proxies.train import train_proxies
+    from mixopt.proxies.entry import train_proxies
     from mixopt.spec import ProxySpec
 
     spec = ProxySpec.model_validate(proxy)
@@ -291,7 +292,8 @@ class Search:
         self.tracking_uri = tracking_uri or spec.tracking_uri or default_tracking_uri(self.workdir)
         self.on_event = on_event or _quiet
         self.job_id = job_id
-        # Validate the optimizer settings before anything is written.
+        # Validate the optimizer and its settings before anything is written.
+        check_search(spec, spec.name)
         self.optimizer: OptimizerBase = get_optimizer(spec.optimizer.name, seed=spec.seed,
                                                       objective=spec.objective, **spec.optimizer.settings)
         self.store = store
@@ -592,8 +594,8 @@ class Search:
     def _barrier(self) -> bool:
         """An optimizer may ask the asynchronous driver to let the runs in flight finish before it proposes
         again (`wait_for_pending(history) -> bool`), e.g. CLIMB at the start of each of its rounds."""
-        hook = getattr(self.optimizer, "wait_for_pending", None)
-        return bool(callable(hook) and self.store is not None and hook(self.store.run_table()))
+        return (isinstance(self.optimizer, WaitsForPending) and self.store is not None
+                and bool(self.optimizer.wait_for_pending(self.store.run_table())))
 
     def _submit(self, queue: list[PendingRun], inflight: dict[Any, _Task], free: int, remote: Any,
                 train_ref: Any, val_ref: Any, data: PreparedData, mirror: _Mirror) -> list[PendingRun]:
@@ -772,7 +774,7 @@ def _tail(e: BaseException, n: int = 2000) -> str:
 def submit(spec: SearchSpec | str | Path, **kw: Any) -> Recommendation:
     """Run a search to the end in this process (local Ray unless an address is given)."""
     if not isinstance(spec, SearchSpec):
-        spec = SearchSpec.from_yaml(spec)
+        spec = load_search_spec(spec)
     return Search(spec, **kw).run()
 
 

@@ -197,10 +197,10 @@ def _predictor_factory(spec: Any) -> Any:
     name = getattr(opt.settings, "predictor", None)
     if not isinstance(name, str) or name not in PREDICTORS:
         return None
-    own = getattr(opt, "_model", None)  # RegMix-style optimizers build theirs with their own settings
+    from mixopt.optimizers.base import BuildsPredictor
 
-    def fresh() -> Any:
-        return own(spec.seed) if callable(own) else make_predictor(name, seed=spec.seed)
+    def fresh() -> Any:  # RegMix-style optimizers build theirs with their own settings
+        return opt.predictor(spec.seed) if isinstance(opt, BuildsPredictor) else make_predictor(name, seed=spec.seed)
 
     fresh.name = name  # type: ignore[attr-defined]
     return fresh

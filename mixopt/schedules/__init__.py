@@ -6,8 +6,10 @@ the sampler to whatever proportions it returns. A static mixture is the trivial 
 goes through the same mechanism and records its trajectory.
 
 A schedule travels inside a `Proposal` as a plain dict (`{"name": ..., **settings}`) so it can cross Ray and
-be stored in the run table; `make_schedule` turns it back into an object. Methods register their schedule
-class in `SCHEDULES` by dotted path, like optimizers do.
+be stored in the run table; `make_schedule` turns it back into an object. Each schedule lives in this package
+(`mixopt.schedules.aioli`, `.doremi`) and is registered under the `mixopt.schedules` entry points; the online
+optimizers import their schedule from here, never the reverse, so a Ray worker that trains a proxy loads
+schedules and no optimizer code.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -91,12 +94,9 @@ class PiecewiseSchedule:
         return w if changed else None
 
 
-SCHEDULES: dict[str, str] = {
-    "static": "mixopt.proxies.schedules:StaticSchedule",
-    "piecewise": "mixopt.proxies.schedules:PiecewiseSchedule",
-    "aioli": "mixopt.optimizers.aioli:AioliSchedule",
-    "doremi": "mixopt.optimizers.doremi:DoReMiSchedule",
-}
+#: name -> "module:Class", from the `mixopt.schedules` entry-point group in pyproject.toml (one line per schedule,
+#: as for optimizers; a third party registers its own the same way).
+SCHEDULES: dict[str, str] = {ep.name: ep.value for ep in entry_points(group="mixopt.schedules")}
 
 
 def make_schedule(config: dict[str, Any] | None, weights: dict[str, float]) -> MixingSchedule:

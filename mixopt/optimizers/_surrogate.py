@@ -143,7 +143,7 @@ class SurrogateOptimizer(OptimizerBase):
              ) -> tuple[np.ndarray | None, str | None]:
         return resolve_caps(self.settings, history, prior, target)
 
-    def _model(self, seed: int):
+    def predictor(self, seed: int):
         s = self.settings
         if s.predictor == "lightgbm":
             return make_predictor("lightgbm", n_estimators=s.n_estimators, learning_rate=s.learning_rate,
@@ -158,7 +158,7 @@ class SurrogateOptimizer(OptimizerBase):
             raise InputError(history.source,
                              f"{self.name} needs at least {s.min_runs} successful runs, has {len(ok)}",
                              "train more proxies (raise budget.runs) or lower optimizer.min_runs")
-        return self._model(self.seed).fit(ok.weights, y), ok, y
+        return self.predictor(self.seed).fit(ok.weights, y), ok, y
 
     # ------------------------------------------------------------------------------------------ recommend
 
@@ -169,10 +169,10 @@ class SurrogateOptimizer(OptimizerBase):
     def _fit_mode(self, mode: str, X: np.ndarray, y: np.ndarray, Y: np.ndarray | None, a: np.ndarray,
                   seed: int) -> Any:
         if mode == "aggregate":
-            return self._model(seed).fit(X, y)
+            return self.predictor(seed).fit(X, y)
         if mode == "loglinear":
             return PerDomainPredictor(lambda: make_predictor("linear"), a, "log").fit(X, Y)
-        return PerDomainPredictor(lambda: self._model(seed), a, "log" if mode == "log" else "raw").fit(X, Y)
+        return PerDomainPredictor(lambda: self.predictor(seed), a, "log" if mode == "log" else "raw").fit(X, Y)
 
     def _fit_best(self, ok: RunTable, y: np.ndarray) -> tuple[Any, str, dict[str, dict[str, float]], np.ndarray]:
         """The predictor in the modelling mode that ranks held-out runs best, and every mode's out-of-fold score.
