@@ -1,4 +1,4 @@
-"""The contract every mixture optimizer honours (DESIGN.md, "Interfaces").
+"""The contract every mixture optimizer honours (docs/optimizers.md; `mixopt.testing` checks it).
 
 An optimizer is a pure function of the run table plus a seed: `propose` and `recommend` read the history and
 return mixtures, keeping no state between calls. That is what makes a killed search resumable from its run
@@ -8,7 +8,7 @@ table alone, and what lets the same optimizer run offline on released benchmark 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -17,6 +17,9 @@ from mixopt.recommendation import Proposal, Recommendation
 from mixopt.runs import RunTable
 from mixopt.settings import validate_settings
 from mixopt.spec import ObjectiveSpec, TargetSpec
+
+if TYPE_CHECKING:
+    from mixopt.testing.contract import ContractExample
 
 
 class NoSettings(BaseModel):
@@ -74,6 +77,14 @@ class OptimizerBase:
     def runs_needed(cls, settings: BaseModel) -> int | None:
         """Search runs this optimizer needs before it can recommend (checked against budget.runs when a spec
         loads, so a too-small budget is refused before it trains); None when it does not count runs."""
+        return None
+
+    @classmethod
+    def contract_example(cls) -> ContractExample | tuple[RunTable, dict[str, Any]] | None:
+        """A small history (and settings) this optimizer can both propose and recommend from, for the contract
+        checks of `mixopt.testing` (`check_optimizer`), so a third party can check an optimizer that needs more
+        than the generic history of static runs with `loss_<domain>` columns (fidelity columns, online runs, a
+        target: return a `mixopt.testing.ContractExample`). None: the generic history suits it."""
         return None
 
     def __init__(self, seed: int = 0, objective: ObjectiveSpec | str | None = None, **settings: Any) -> None:
