@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from mixopt.testing.contract import (
     CHECKS,
-    ContractExample,
     check_caps,
     check_determinism,
     check_no_mutation,
@@ -18,9 +17,8 @@ from mixopt.testing.contract import (
     check_purity,
     check_simplex,
     contract_example,
-    static_history,
-    synthetic_losses,
 )
+from mixopt.testing.examples import ContractExample, static_history, synthetic_losses
 
 __all__ = ["CHECKS", "ContractExample", "check_caps", "check_determinism", "check_no_mutation", "check_optimizer",
            "check_proposal_count", "check_purity", "check_simplex", "contract_example", "static_history",
