@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 
 def _example_module() -> types.ModuleType:
     text = (ROOT / "docs" / "optimizers.md").read_text()
-    (code,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    code = re.findall(r"```python\n(.*?)```", text, re.S)[0]  # the first block is the optimizer module
     mod = types.ModuleType("docs_temperature")
     exec(compile(code, "docs/optimizers.md", "exec"), mod.__dict__)  # the doc's own example, as a reader would paste it
     return mod
