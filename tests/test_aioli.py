@@ -110,6 +110,7 @@ def _table(results, schedules, domains, seeds) -> RunTable:
     return RunTable(pd.DataFrame(rows))
 
 
+@pytest.mark.slow
 def test_real_run_respects_the_budget_and_stays_on_the_simplex(prepared):
     train, val = prepared.load("train"), prepared.load("val")
     spec = ProxySpec(**TINY, tokens=8 * 64 * 100)

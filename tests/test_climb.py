@@ -96,6 +96,7 @@ def test_later_rounds_are_drawn_from_the_predictors_best_candidates():
     np.testing.assert_allclose(w1, clean_mixtures(best, one.settings)[0], atol=1e-12)
 
 
+@pytest.mark.slow
 def test_recommend_is_the_best_candidate_within_the_caps():
     # Domain a would take 0.4, but the target run may repeat it at most 15 times: 15·1000/150000 = 0.1.
     opt = get_optimizer("climb", seed=0, target_tokens=150_000, **FAST)
@@ -124,6 +125,7 @@ def test_round_one_samples_the_token_prior_like_regmix():
 # ------------------------------------------------------------------------------------------------ purity
 
 
+@pytest.mark.slow
 def test_deterministic_per_seed_and_independent_of_chunking():
     a = run_search(get_optimizer("climb", seed=7, **FAST), 28, chunk=28)
     b = run_search(get_optimizer("climb", seed=7, **FAST), 28, chunk=3)  # e.g. parallelism 3
@@ -212,6 +214,7 @@ def discovered(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_discovery_then_climb_end_to_end(discovered, tmp_path):
     spec = load_dataset(discovered)
     info = {d: s.discovered for d, s in spec.domains.items()}
@@ -246,6 +249,7 @@ def test_discovery_then_climb_end_to_end(discovered, tmp_path):
     assert "the clusters" in r.stdout and code in r.stdout and "document" in r.stdout
 
 
+@pytest.mark.slow
 def test_cluster_descriptions_are_optional(tmp_path):
     opt = get_optimizer("climb", seed=0, manifest=str(tmp_path / "nope.yaml"), **FAST)
     h = run_search(opt, 20, chunk=20)

@@ -122,6 +122,7 @@ def test_validation_windows_are_fixed(prepared):
     assert a.shape == (8, 65) and (a == b).all()
 
 
+@pytest.mark.slow
 def test_data_demo_command(workdir):
     from tests.conftest import run_cli
 

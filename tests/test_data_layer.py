@@ -381,6 +381,7 @@ def test_discovery_clusters_pieces_of_long_files(tmp_path):
     assert chunk(text, 0) == [text] and chunk("x" * 250, 100) == ["x" * 100, "x" * 100, "x" * 50]
 
 
+@pytest.mark.slow
 def test_cli_discover_and_prepare(planted_corpus, tmp_path):
     manifest = tmp_path / "m.yaml"
     manifest.write_text(yaml.safe_dump({"name": "p", "min_val_tokens": 1024, "domains": {
@@ -499,6 +500,7 @@ def test_cli_prepare_bad_manifest_is_one_line_exit_2(tmp_path):
     assert_nothing_written(tmp_path / "w" / "data")
 
 
+@pytest.mark.slow
 def test_a_jobs_copy_of_the_spec_reuses_the_prepared_data(tmp_path):
     """Resume reads the spec from the job folder, which adds that folder to the dataset's `roots`: the same
     files must map to the same prepared folder, not a second copy under a new fingerprint."""

@@ -134,6 +134,7 @@ def _null_ladders(test: str, n_ladders: int, seeds: int = 3, candidates: int = 3
     return accepted / n_ladders
 
 
+@pytest.mark.slow
 def test_the_ladder_rarely_recommends_a_candidate_that_is_no_better():
     """The default test keeps false acceptances near its alpha (2.5 %) for the ladder as a whole; two of a
     candidate's own standard errors over 3 seeds, the best of 3 candidates, accepted far more often."""

@@ -207,6 +207,7 @@ def dcpt_laws() -> DCPTLaws:
     return fit_dcpt_pair(t.df.fid_params, t.df.fid_tokens, t.df.w_domain, t.df.loss_general, t.df.loss_domain)
 
 
+@pytest.mark.slow
 def test_dcpt_recovers_the_law_and_predicts_held_out_tokens(dcpt_laws):
     assert dcpt_laws.general.r2 > 0.99 and dcpt_laws.domain.r2 > 0.99
     for k, law in (("general", dcpt_laws.general), ("domain", dcpt_laws.domain)):
@@ -338,6 +339,7 @@ def test_mixing_law_optimizer_proposes_every_mixture_at_every_size_and_uses_the_
     assert first.weights == {k: float(hist.df[f"w_{k}"].iloc[0]) for k in "abc"}
 
 
+@pytest.mark.slow
 def test_dcpt_optimizer_design_and_recommendation():
     opt = get_optimizer("dcpt", seed=0, params_levels=[5e7, 1e8, 2e8, 4e8], tokens_levels=[1e9, 2e9, 4e9, 8e9],
                         bootstrap=0, max_domain_ratio=0.85)
@@ -359,6 +361,7 @@ def test_dcpt_optimizer_design_and_recommendation():
         opt.recommend(hist)
 
 
+@pytest.mark.slow
 def test_cmr_optimizer_recommends_the_critical_ratio():
     R, T, g, d = _cmr_data()
     df = pd.DataFrame({"w_general": 1 - R, "w_domain": R, "fid_tokens": T, "loss_general": 2.5 + g,
@@ -399,6 +402,7 @@ def test_cmr_optimizer_fits_the_checkpoints_of_each_run_as_recorded_by_the_drive
 # ------------------------------------------------------------------------------------------ released runs
 
 
+@pytest.mark.slow
 def test_mixing_law_beats_linear_on_released_5mix_runs():
     path = need_mixinglaws() / "5mix.csv"
     d = pd.read_csv(path)

@@ -101,6 +101,7 @@ def test_register_optimizer_for_this_process_only():
         optimizer_class("constant-test")
 
 
+@pytest.mark.slow
 def test_optimizers_command_lists_a_plugin_without_docstrings(tmp_path):
     """`mixopt optimizers` must not fail on a third-party optimizer whose module has no docstring."""
     pkg = tmp_path / "nodoc_opt"

@@ -66,6 +66,7 @@ def test_proposals_lie_on_the_simplex_respect_caps_and_name_a_level():
     assert all(p.fidelity == LEVELS[1] for p in single.propose(history(), 2))
 
 
+@pytest.mark.slow
 def test_gp_beats_random_on_a_synthetic_function_with_a_cheap_biased_fidelity():
     budget = 8.0  # in target-level runs
     opt = get_optimizer("mfbo", seed=0, objective="loss_x", fidelities=LEVELS, **FAST)

@@ -49,12 +49,18 @@ def _example(name: str) -> ContractExample:
     return contract_example(name)  # built once per optimizer; every check works on its own copy (fresh())
 
 
+#: Optimizers whose law fits take seconds per call here: the fast tier (`-m "not slow"`) leaves their cases out.
+SLOW_LAWS = {"dcpt", "cmr"}
+
+
 def _cases() -> list:
     out = []
     for name in list_optimizers():
         for check in CHECKS:
             reason = KNOWN_BREAKS.get((name, check))
             marks = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)] if reason else []
+            if name in SLOW_LAWS:
+                marks.append(pytest.mark.slow)
             out.append(pytest.param(name, check, marks=marks, id=f"{name}-{check}"))
     return out
 

@@ -71,6 +71,7 @@ def test_repetition_caps():
     np.testing.assert_allclose(repetition_caps(np.array([10, 1000]), 1000, 4), [0.04, 1.0])
 
 
+@pytest.mark.slow
 def test_regmix_finds_the_known_optimum_deterministically():
     hist = synthetic_history(200)
     opt = get_optimizer("regmix", seed=0, objective="loss_a", n_candidates=50_000, n_bootstrap=2)

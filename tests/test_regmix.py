@@ -37,6 +37,7 @@ def test_reproduces_released_spearman(released, name, ref_1m, ref_60m):
                                                                                                     abs=0.005)
 
 
+@pytest.mark.slow
 def test_gp_on_sqrt_weights_beats_the_paper_on_60m(released):
     train, _, t60 = released
     model = fit_predictor("gp", train, objective="loss_pile_cc")
@@ -79,6 +80,7 @@ def test_caps_hold_in_propose_and_recommend():
     assert rec.details["caps"]["a"] == pytest.approx(cap_a)
 
 
+@pytest.mark.slow
 def test_recommend_is_deterministic_and_screening_matches_exact(released):
     train, _, _ = released
     kw = dict(objective="loss_pile_cc", seed=3, n_candidates=100_000, n_bootstrap=0, predictor="lightgbm",
@@ -93,6 +95,7 @@ def test_recommend_is_deterministic_and_screening_matches_exact(released):
     assert max(a.weights, key=a.weights.get) == "pile_cc"
 
 
+@pytest.mark.slow
 def test_uncertainty_and_spread_are_reported(released):
     train, _, _ = released
     rec = mixopt.recommend(train, objective="loss_pile_cc", n_candidates=20_000, n_bootstrap=4,
@@ -109,6 +112,7 @@ def test_duplicates_and_nan_losses_are_noted():
     assert any("non-finite" in n for n in ok.notes)
 
 
+@pytest.mark.slow
 def test_recommend_table_command(tmp_path):
     need_regmix()
     counts = tmp_path / "counts.yaml"
@@ -124,6 +128,7 @@ def test_recommend_table_command(tmp_path):
     assert res.returncode == 2 and "loss_pile_cc" in res.stderr
 
 
+@pytest.mark.slow
 def test_default_ensemble_screening_matches_exact(released):
     train, _, _ = released
     sub = RunTable(train.df.iloc[:128])

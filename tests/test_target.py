@@ -343,6 +343,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=300, env=env, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_cli_recommend_megatron_with_moe_target(tmp_path):
     store = make_job(tmp_path)
     work = str(tmp_path / "work")
