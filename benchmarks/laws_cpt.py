@@ -2,7 +2,7 @@
 
 The proxies of the cpt family (0.12M, 0.36M, 0.82M parameters) are pretrained on the demo corpus's "general"
 text, then continue on 9 general/legal mixtures (the D-CPT paper's shares) for 300k tokens, with a checkpoint
-every 15 steps. Both laws are fitted on the checkpoints (METHODS.md §5–6). Reported:
+every 15 steps. Both laws are fitted on the checkpoints (docs/methods.md §5–6). Reported:
 
 1. D-CPT (general and legal loss): in-sample R² and Huber (δ = 1e-3) on every checkpoint with D > 0, against
    the paper's 0.9967 / 0.0048 (general) and 0.9796 / 0.0157 (domain); the error of predicting held-out

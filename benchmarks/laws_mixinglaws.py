@@ -28,7 +28,7 @@ import pandas as pd
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "mixinglaws"
 SIZES = ("70M", "160M", "305M", "410M")
-# Non-embedding parameters (METHODS.md §7b).
+# Non-embedding parameters (docs/methods.md §7b).
 PARAMS = {"70M": 18_915_328, "160M": 85_056_000, "305M": 201_541_632, "410M": 302_311_424, "1B": 805_736_448}
 TOKENS_PER_STEP = 4096 * 256  # the pipeline's batch (§7b); tokens only enter the laws through ratios
 DATASETS = {"5mix": "5mix.csv", "redpajama": "redpajama.csv"}

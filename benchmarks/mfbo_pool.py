@@ -6,7 +6,7 @@ measures, both against the same cumulative cost:
 
 - pick-based (this benchmark's first measure): the cost at which a method first *trains* (picks) the pool's best
   target-level run, and the best true target-level objective it has trained by each cost.
-- recommendation-based (ADMIRE's own loop, METHODS.md §2f): after every round a method recommends one of the pool's
+- recommendation-based (ADMIRE's own loop, docs/methods.md §2f): after every round a method recommends one of the pool's
   target-level mixtures — mfbo and single-fidelity BO: the posterior-mean best of `recommend_pool` (ADMIRE's SF
   script), also the acquisition-based choice it reports (MES; qLogNEI in single mode; ADMIRE's MF script);
   RegMix: its LightGBM prediction's best, once its cheap runs are done; random search: the best target run it has
@@ -25,9 +25,9 @@ the same for mfbo's posterior-mean recommendation (random search's recommendatio
 picks it, so the denominator is the same; a seed whose run ended first counts at its end, a lower bound), and
 `cost_ratio_vs_random_recommend_acquisition` for its acquisition-based choice.
 
-- regmix: RegMix's Pile runs (METHODS.md §1): 1M proxies (512 train + 256 test mixtures) and 60M proxies on the
+- regmix: RegMix's Pile runs (docs/methods.md §1): 1M proxies (512 train + 256 test mixtures) and 60M proxies on the
   same 256 test mixtures; target 60M; objective loss_pile_cc; cost FLOPs-based, 1M = 1/60 of a 60M run.
-- admire_ift: ADMIRE's Qwen2.5 SFT runs (0.5B/3B/7B; METHODS.md §2); target 7B; objective −score_avg_id+ood;
+- admire_ift: ADMIRE's Qwen2.5 SFT runs (0.5B/3B/7B; docs/methods.md §2); target 7B; objective −score_avg_id+ood;
   cost = mean measured train_time per size (0.177 / 0.482 / 1, ADMIRE's cost fractions).
 
 Methods: random search at the target level (a random order of the target rows); single-fidelity BO (mfbo
@@ -394,7 +394,7 @@ def regret_at(pool: Pool, recs: list[dict], key: str, checkpoints: list[float]) 
 
 
 def report_recommend(pool: Pool, methods: dict[str, dict], n_seeds: int, out: dict) -> None:
-    """ADMIRE's measure (METHODS.md §2f): the recommendation after every round, against cumulative cost."""
+    """ADMIRE's measure (docs/methods.md §2f): the recommendation after every round, against cumulative cost."""
     cap = pool.random_expected
     rows = []
     for m, v in methods.items():

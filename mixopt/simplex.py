@@ -1,6 +1,6 @@
 """The probability simplex: sampling mixtures around a token prior, under per-domain caps.
 
-Sampling follows RegMix's generator (METHODS.md §1a): a tempered token prior, a Dirichlet concentration drawn
+Sampling follows RegMix's generator (docs/methods.md §1a): a tempered token prior, a Dirichlet concentration drawn
 per sample from log-spaced strengths (small strengths give near one-hot mixtures, large ones mixtures close to
 the prior), rejection of weights above per-domain caps, a minimum weight, rounding and de-duplication.
 Everything is vectorised: a million candidates is one NumPy call, not a Python loop.

@@ -463,7 +463,7 @@ class ObjectiveSpec(_Strict):
 class LeverageSpec(_Strict):
     """Parameters of the MoE efficiency-leverage law EL(A, G, C) = Â^(α + γ·(ln G)² + β·ln G), α = a + d·ln C.
 
-    The paper (METHODS.md §8d) does not publish all its constants or the exact saturating transform, so these
+    The paper (docs/methods.md §8d) does not publish all its constants or the exact saturating transform, so these
     are settings. Â is the saturated sparsity 1/A: r = 1/A, r̂ = 1 + 1/(1/(r − 1) + 1/(r_max − 1)), so a dense
     model (A = 1) has EL = 1 and EL stays bounded as A → 0. The defaults put the granularity optimum at
     `g_opt` = 10 (the paper's 8–12) and reproduce its one public point: 0.85B active parameters on 1T tokens
@@ -478,7 +478,7 @@ class LeverageSpec(_Strict):
     transfer: Literal["same_tokens", "chinchilla"] = Field(
         default="same_tokens", description="same_tokens: N_eq = EL·N_active, the dense model that spends C_eq = "
         "EL·6·N_active·D on the same D tokens (the paper's comparison); chinchilla: N_eq from the compute-optimal "
-        "split of C_eq (METHODS.md §8d; overstates N_eq for runs trained past compute-optimal)")
+        "split of C_eq (docs/methods.md §8d; overstates N_eq for runs trained past compute-optimal)")
 
     @property
     def beta(self) -> float:

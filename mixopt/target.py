@@ -2,7 +2,7 @@
 
 A recommended mixture is only valid for the run it is for. A domain of n_k tokens given weight w_k in a run of D
 tokens is repeated w_k·D/n_k times; beyond a few epochs repeated tokens are worth less than fresh ones
-(Muennighoff et al., METHODS.md §8c), and beyond the cap they are not allowed at all. `apply_target` checks
+(Muennighoff et al., docs/methods.md §8c), and beyond the cap they are not allowed at all. `apply_target` checks
 every optimizer's recommendation against the target the same way, re-balances it when a cap is exceeded, and
 reports the effective tokens; optimizers stay unaware of targets beyond what they already use.
 """
@@ -22,7 +22,7 @@ from mixopt.simplex import repetition_caps
 from mixopt.spec import LeverageSpec, TargetSpec
 
 # ----------------------------------------------------------------------------------- data-constrained scaling
-# Fitted constants of the data-constrained scaling law (datablations README; METHODS.md §8c).
+# Fitted constants of the data-constrained scaling law (datablations README; docs/methods.md §8c).
 DC_A = math.exp(6.255414)
 DC_B = math.exp(7.3049974)
 DC_E = math.exp(0.6254804)
@@ -49,7 +49,7 @@ def effective_data(unique: float, total: float, r_star: float = R_D_STAR) -> flo
 def scaling_law(params: float, tokens: float, unique_tokens: float) -> float:
     """Loss of N parameters trained on D tokens drawn from U unique tokens (Muennighoff et al.'s fitted law).
 
-    Argument order N, D, U_D: the order that reproduces the paper's check values (METHODS.md §8c).
+    Argument order N, D, U_D: the order that reproduces the paper's check values (docs/methods.md §8c).
     """
     if not 0 < unique_tokens <= tokens:
         raise ValueError(f"unique tokens ({unique_tokens:.3g}) must be positive and at most tokens ({tokens:.3g})")
@@ -133,7 +133,7 @@ def domain_caps(domains: list[str], token_counts: Mapping[str, float], target: T
 
 def efficiency_leverage(activation_ratio: float, granularity: float, compute: float,
                         law: LeverageSpec | None = None) -> float:
-    """EL = C_dense / C_MoE at equal loss, from the law of METHODS.md §8d with configurable constants."""
+    """EL = C_dense / C_MoE at equal loss, from the law of docs/methods.md §8d with configurable constants."""
     law = law or LeverageSpec()
     if not 0 < activation_ratio <= 1 or granularity <= 0 or compute <= 0:
         raise ValueError("activation ratio must be in (0, 1], granularity and compute positive")
@@ -162,7 +162,7 @@ def dense_equivalent(target: TargetSpec) -> dict[str, Any]:
         rule = "same_tokens: N_eq = EL·N_active (a dense model on the same D tokens)"
     else:
         n_eq = compute_optimal_params(c_eq)
-        rule = "chinchilla: N_eq from the compute-optimal split of C_eq = EL·6·N_active·D (METHODS.md §8d)"
+        rule = "chinchilla: N_eq from the compute-optimal split of C_eq = EL·6·N_active·D (docs/methods.md §8d)"
     return {"params": n_eq, "rule": rule, "efficiency_leverage": el, "compute": compute, "compute_eq": c_eq,
             "activation_ratio": target.activation_ratio, "granularity": g,
             "granularity_assumed": target.granularity is None}

@@ -194,7 +194,7 @@ def test_efficiency_leverage_by_hand():
 
 
 def test_default_law_reproduces_the_public_point():
-    # Ling-mini-beta: 0.85B active on 1T tokens matches a 6.1B dense model (METHODS.md §8d), activation 9/257.
+    # Ling-mini-beta: 0.85B active on 1T tokens matches a 6.1B dense model (docs/methods.md §8d), activation 9/257.
     el = efficiency_leverage(9 / 257, 10.0, 6 * 0.85e9 * 1e12)
     assert el == pytest.approx(6.1 / 0.85, rel=2e-3)
     t = TargetSpec(kind="moe", params=17.5e9, active_params=0.85e9, n_experts=256, top_k=8, shared_experts=1,

@@ -1,4 +1,4 @@
-"""CMR scaling law (arXiv 2407.17467; METHODS.md §6): the critical mixture ratio of continual pretraining.
+"""CMR scaling law (arXiv 2407.17467; docs/methods.md §6): the critical mixture ratio of continual pretraining.
 
 For each domain share R of a continual-pretraining run, the loss *changes* relative to the pre-CPT checkpoint
 follow, in training tokens T (in units of `token_unit`, 200M tokens in the paper):

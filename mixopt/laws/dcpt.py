@@ -1,4 +1,4 @@
-"""D-CPT law (arXiv 2406.01375; METHODS.md §5): L(N, D, r) = E + A·N^−α + B·r^η·D^−β + C·(r+ε)^−γ.
+"""D-CPT law (arXiv 2406.01375; docs/methods.md §5): L(N, D, r) = E + A·N^−α + B·r^η·D^−β + C·(r+ε)^−γ.
 
 One law for the general-corpus loss and one for the domain loss of continual pretraining on a two-corpus
 mixture; the domain law is fitted against the domain share r_d, the general law against r_g = 1 − r_d (so that

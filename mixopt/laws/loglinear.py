@@ -1,4 +1,4 @@
-"""The static log-linear mixing law of the LMO framework (Aioli, arXiv 2411.05735; METHODS.md §4a, §4d):
+"""The static log-linear mixing law of the LMO framework (Aioli, arXiv 2411.05735; docs/methods.md §4a, §4d):
 
     L_i(p) = c_i + b_i · exp(−Σ_j A_ij p_j)
 

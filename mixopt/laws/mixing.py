@@ -1,4 +1,4 @@
-"""The data mixing law (Ye et al., arXiv 2403.16952; METHODS.md §7): L_i(r) = c_i + k_i·exp(Σ_j t_ij·r_j).
+"""The data mixing law (Ye et al., arXiv 2403.16952; docs/methods.md §7): L_i(r) = c_i + k_i·exp(Σ_j t_ij·r_j).
 
 One law per validation domain i; the objective is their aggregate Σ_i s_i·L_i with known validation shares s_i
 (explicit aggregation, §7a), or their mean.

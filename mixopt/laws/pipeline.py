@@ -1,4 +1,4 @@
-"""The nested pipeline of the data mixing laws (METHODS.md §7b): step law → size law → mixing law.
+"""The nested pipeline of the data mixing laws (docs/methods.md §7b): step law → size law → mixing law.
 
 Input: proxy runs, one row per checkpoint — mixture r, non-embedding parameters N, training tokens D, and the
 validation losses. Output: every mixture's predicted losses at the target (N*, D*), from which a mixing law is

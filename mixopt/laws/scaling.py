@@ -1,7 +1,7 @@
 """Size and step laws: L(x) = c + k·(x/x_ref)^(−α) for many series at once, with α shared across them.
 
 - Step law (x = training tokens or steps): one series per validation domain of a run, α tied across the
-  domains of that run, as the data mixing law pipeline does (METHODS.md §7b, `tie_alpha valid`).
+  domains of that run, as the data mixing law pipeline does (docs/methods.md §7b, `tie_alpha valid`).
 - Size law (x = non-embedding parameters): one series per mixture, α shared per validation domain across
   mixtures. With 3–4 proxy sizes per mixture a free α per series would be a 3-parameter fit to 3–4 points;
   sharing it across mixtures is what lets two or three sizes per mixture extrapolate at all.

@@ -1,5 +1,5 @@
 """`aioli`: Aioli (arXiv 2411.05735) — estimate a linear dynamic mixing law while the proxy trains, and steer the
-proportions by exponentiated gradient on it (METHODS.md §4).
+proportions by exponentiated gradient on it (docs/methods.md §4).
 
 The law: L_i^{t+1} = L_i^t − Σ_j A_ij p_j, one interaction matrix A per round. Each round of `update_steps`
 steps begins with LearnParams: for each of `lp_rounds` random permutations of the domains, train `lp_steps`

@@ -1,6 +1,6 @@
 """`climb`: CLIMB (arXiv 2504.13161) — iterative bootstrapping over (clustered) domains.
 
-Rounds of proxy runs, each one pruning the search space with a predictor (METHODS.md §3b):
+Rounds of proxy runs, each one pruning the search space with a predictor (docs/methods.md §3b):
 
 - round 1: RegMix's sampler around the tempered token prior, under the repetition caps (§1a);
 - round r > 1: fit the predictor on every usable run of the rounds before it, score `n_candidates` mixtures
@@ -42,7 +42,7 @@ from mixopt.spec import TargetSpec
 
 log = logging.getLogger(__name__)
 
-#: CLIMB's predictor (METHODS.md §3b): LightGBM, regularised, shallow, early-stopped on a 10 % hold-out.
+#: CLIMB's predictor (docs/methods.md §3b): LightGBM, regularised, shallow, early-stopped on a 10 % hold-out.
 CLIMB_LIGHTGBM = dict(reg_alpha=1.0, reg_lambda=1.0, max_depth=4, valid_fraction=0.1)
 CLIMB_MIN_CHILD_SAMPLES = 5
 

@@ -1,4 +1,4 @@
-"""`cmr`: the critical mixture ratio (CMR scaling law, arXiv 2407.17467; METHODS.md §6) of continual pretraining.
+"""`cmr`: the critical mixture ratio (CMR scaling law, arXiv 2407.17467; docs/methods.md §6) of continual pretraining.
 
 propose: every domain share of `ratios` at every token budget of `tokens_levels` (and the one proxy size
 `params`, when given): design points the history already holds are skipped.

@@ -1,4 +1,4 @@
-"""`dcpt`: the D-CPT law (arXiv 2406.01375; METHODS.md §5) for continual pretraining on a general/domain pair.
+"""`dcpt`: the D-CPT law (arXiv 2406.01375; docs/methods.md §5) for continual pretraining on a general/domain pair.
 
 propose: the paper's design — every domain share of `ratios` at every fidelity level (`params_levels` ×
 `tokens_levels`), design points the history already holds skipped. Each proposal carries its fidelity as

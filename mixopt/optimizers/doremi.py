@@ -1,4 +1,4 @@
-"""`doremi`: DoReMi (Xie et al., 2023; METHODS.md §8a) — Group DRO proportions against a reference run, on the
+"""`doremi`: DoReMi (Xie et al., 2023; docs/methods.md §8a) — Group DRO proportions against a reference run, on the
 same schedule callback as Aioli, so the online family shares one mechanism.
 
 The search has two phases, both read from the run table:

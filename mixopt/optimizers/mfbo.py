@@ -2,7 +2,7 @@
 
 Proxies are expensive and small ones are imperfect, so each proposal is a mixture *and* a fidelity (a proxy size
 and/or token budget from the proxy zoo), chosen for the information it gives about the best mixture at the target
-fidelity per unit of cost (METHODS.md §2).
+fidelity per unit of cost (docs/methods.md §2).
 
 Surrogate. `surrogate: multitask` (default) is an intrinsic-coregionalisation GP over (mixture, fidelity level):
 k = k_w(w, w')·B[l, l'] with a learned, positive level covariance B, one constant mean per level and one noise

@@ -1,4 +1,4 @@
-"""`mixing_law`: the data mixing law (Ye et al., arXiv 2403.16952; METHODS.md §7), fitted and optimised.
+"""`mixing_law`: the data mixing law (Ye et al., arXiv 2403.16952; docs/methods.md §7), fitted and optimised.
 
 recommend: one law L_i(r) = c_i + k_i·exp(t_i·r) per loss column of the objective, aggregated with the
 objective's weights (explicit aggregation with validation shares: give them as `objective.weights`) or their

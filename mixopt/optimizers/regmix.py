@@ -1,7 +1,7 @@
 """`regmix`: RegMix (arXiv 2407.01492) — regress the objective on mixture weights, simulate, average the top-k.
 
 propose: RegMix's Dirichlet generator around the tempered token prior, under the per-domain repetition caps
-(non-adaptive, as in the paper; METHODS.md §1a).
+(non-adaptive, as in the paper; docs/methods.md §1a).
 recommend: fit the predictor (the mean of LightGBM with RegMix's settings and a GP on sqrt-weights by default;
 `predictor: lightgbm` is the paper's exact recipe) on the successful runs, score
 `n_candidates` mixtures drawn from Dirichlet(prior · `candidate_strength`) in chunks, keep only those within

@@ -1,5 +1,5 @@
 """`scaling`: a scale-aware optimizer — proxies at 2–3 (N, D) points, a law of loss in (N, D, w), solved at the
-target's N and D (METHODS.md §10c).
+target's N and D (docs/methods.md §10c).
 
 A single proxy scale cannot show the optimal mixture move with model size and tokens. This optimizer trains
 every proposed mixture at every level of `fidelities`, fits per loss column one of three law forms, and solves

@@ -1,4 +1,4 @@
-"""The predictor contract (DESIGN.md): fit on (weights, objective), predict millions of rows at once."""
+"""The predictor contract (docs/optimizers.md): fit on (weights, objective), predict millions of rows at once."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""LightGBM regression on raw mixture weights, with RegMix's settings (METHODS.md §1c).
+"""LightGBM regression on raw mixture weights, with RegMix's settings (docs/methods.md §1c).
 
 Deliberate difference from the published notebook: no early stopping on an evaluation set (it leaks the test
 set). With few runs, LightGBM's default `min_child_samples=20` would forbid every split and return a constant,
 so that value is scaled down to the data (documented in the setting).
 
-CLIMB's predictor (METHODS.md §3b) is the same model with L1/L2 regularisation, depth 4, and early stopping on
+CLIMB's predictor (docs/methods.md §3b) is the same model with L1/L2 regularisation, depth 4, and early stopping on
 a shuffled hold-out of its own training runs (`valid_fraction`; never on data it is evaluated on).
 """
 

@@ -1,4 +1,4 @@
-"""Ordinary least squares on the raw weights, with intercept: RegMix's linear baseline (METHODS.md §1c).
+"""Ordinary least squares on the raw weights, with intercept: RegMix's linear baseline (docs/methods.md §1c).
 
 The notebook has no code for it; unregularised OLS with an intercept is what reproduces the released ρ.
 """
