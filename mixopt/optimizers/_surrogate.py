@@ -150,14 +150,18 @@ class SurrogateOptimizer(OptimizerBase):
                                   min_child_samples=s.min_child_samples, seed=seed)
         return make_predictor(s.predictor, seed=seed)
 
-    def _fit(self, history: RunTable) -> tuple[Any, RunTable, np.ndarray]:
-        """The predictor fitted on the usable runs; an error naming the fix when there are too few."""
-        s = self.settings
+    def _usable(self, history: RunTable) -> tuple[RunTable, np.ndarray]:
+        """The usable runs and their objective; an error naming the fix when there are too few."""
         ok, y = history.usable(self.objective)
-        if len(ok) < s.min_runs:
+        if len(ok) < self.settings.min_runs:
             raise InputError(history.source,
-                             f"{self.name} needs at least {s.min_runs} successful runs, has {len(ok)}",
+                             f"{self.name} needs at least {self.settings.min_runs} successful runs, has {len(ok)}",
                              "train more proxies (raise budget.runs) or lower optimizer.min_runs")
+        return ok, y
+
+    def _fit(self, history: RunTable) -> tuple[Any, RunTable, np.ndarray]:
+        """The predictor fitted on the usable runs (at least `min_runs` of them)."""
+        ok, y = self._usable(history)
         return self.predictor(self.seed).fit(ok.weights, y), ok, y
 
     # ------------------------------------------------------------------------------------------ recommend
@@ -237,11 +241,7 @@ class SurrogateOptimizer(OptimizerBase):
 
     def recommend(self, history: RunTable, target: TargetSpec | None = None) -> Recommendation:
         s = self.settings
-        ok, y = history.usable(self.objective)
-        if len(ok) < s.min_runs:
-            raise InputError(history.source,
-                             f"{self.name} needs at least {s.min_runs} successful runs, has {len(ok)}",
-                             "train more proxies (raise budget.runs) or lower optimizer.min_runs")
+        ok, y = self._usable(history)
         prior, prior_note = self.prior(history)
         caps, caps_note = self.caps(history, prior, target)
         model, mode, cv, oof = self._fit_best(ok, y)
