@@ -17,16 +17,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-CHARTS_JS = """JSON.stringify({
+CHARTS_JS = """(() => {
+// How far (px) a chart's drawing reaches past the inside of its card (0: it fits); a card that scrolls sideways
+// counts as overflowing too.
+const overflow = g => {
+  const card = g.closest('section') || g.parentElement, cs = getComputedStyle(card), box = card.getBoundingClientRect();
+  const inner = box.right - parseFloat(cs.paddingRight) - parseFloat(cs.borderRightWidth);
+  const right = Math.max(g.getBoundingClientRect().right,
+                         ...[...g.querySelectorAll('.main-svg')].map(s => s.getBoundingClientRect().right));
+  return Math.max(0, Math.round(right - inner), card.scrollWidth - card.clientWidth);
+};
+return JSON.stringify({
   charts: [...document.querySelectorAll('.js-plotly-plot')].map(g => ({
     id: g.id,
     traces: (g.data || []).length,
     points: (g.calcdata || []).reduce((a, cd) => a + cd.filter(p => p && (p.y !== undefined || p.s !== undefined)
                                                                   && !Number.isNaN(p.y)).length, 0),
-    drawn: g.querySelectorAll('.main-svg').length})),
+    drawn: g.querySelectorAll('.main-svg').length,
+    overflow: overflow(g)})),
   sections: document.querySelectorAll('section.chart').length,
   missing: document.querySelectorAll('section.chart.missing').length,
-  title: document.title})"""
+  title: document.title});
+})()"""
 
 
 def chromium() -> str | None:

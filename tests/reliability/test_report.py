@@ -95,6 +95,7 @@ def test_report_loads_without_errors_and_every_chart_has_data(corpus, tmp_path, 
     size = page.stat().st_size
     text = page.read_text()
     assert "<script src=" not in text and "cdn" not in text.lower().split("<script>")[0]  # nothing fetched
+    assert "6-fold cross-validation over 19 runs" in text  # not 19 leave-one-out refits before the page
     out = inspect_page(page.as_uri(), tmp_path / "report.png")
     assert out["errors"] == [], out["errors"]
     assert out["missing"] == 0 and out["sections"] == CHARTS == len(out["charts"]), out
@@ -116,3 +117,15 @@ def test_a_report_of_a_job_that_just_started_says_why_charts_are_missing(corpus,
     assert out["missing"] == CHARTS - 1 and len(out["charts"]) == 1  # only the clusters: they come with the data
     assert out["charts"][0]["points"] > 0
     assert "No successful run yet." in page.read_text()
+
+
+@pytest.mark.parametrize("width", [1400, 1920])
+def test_every_chart_fits_its_card(corpus, tmp_path, width):
+    """At 1400 px the grid has two columns and at 1920 px three, each narrower than plotly's default 700 px
+    drawing: the first chart once overflowed its card there, cutting off half of its runs."""
+    need_chromium()
+    page = write_report(full_job(corpus, tmp_path))
+    out = inspect_page(page.as_uri(), width=width)
+    assert out["errors"] == [] and len(out["charts"]) == CHARTS, out
+    assert [c["id"] for c in out["charts"] if c["overflow"] > 0] == [], [(c["id"], c["overflow"])
+                                                                         for c in out["charts"]]
