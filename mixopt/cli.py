@@ -457,6 +457,10 @@ def recommend(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
         raise InputError("--format", f"unknown format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
     prefixes = _pairs(prefix or [], "--prefix", "--prefix web=/data/web_text_document")
     st = JobStore.open(workdir, job)
+    saved = st.path / "recommendation.json"
+    if out is not None and out.resolve() == saved.resolve():
+        raise InputError(f"--out {out}", "that is the job's own recommendation.json (the search writes it once)",
+                         "name another file for the export")
     spec = st.spec
     tgt = TargetSpec.from_yaml(target) if target is not None else spec.target
     if optimizer is not None and optimizer not in list_optimizers():
@@ -470,7 +474,6 @@ def recommend(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
     except ValueError as e:
         raise InputError("--set / --optimizer", str(e), "see `mixopt optimizers`") from None
     table = st.run_table()
-    saved = st.path / "recommendation.json"
     path = None
     if name == spec.optimizer.name and not setting and target is None and saved.is_file():
         # The job's own result, verified by its ladder, is written once by the search; shown as it is.

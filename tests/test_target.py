@@ -380,3 +380,24 @@ def test_an_infeasible_target_is_explained_once_in_terms_of_the_binding_cap():
     assert caps is None and "target.max_epochs" in note and "1.6e+03" in note and "15 epochs" not in note
     _, own = resolve_caps(CapSettings(), history, np.array([0.25, 0.75]), None)
     assert own is None  # without a target the corpus itself is the budget: feasible
+
+
+def test_recommend_what_ifs_leave_the_jobs_recommendation_byte_identical(tmp_path):
+    """The job's recommendation.json is written once by the search; `recommend` with another optimizer, other
+    settings, another target or an export prints (or writes the file the user names) and never touches it."""
+    from mixopt import cli
+
+    store = make_job(tmp_path)
+    Search(store.spec, workdir=tmp_path / "work", store=store).recommend()
+    saved = store.path / "recommendation.json"
+    before = saved.read_bytes()
+    base = dict(job=store.job_id, workdir=tmp_path / "work", optimizer=None, as_json=False, fmt=None, target=None,
+                prefix=None, out=None, setting=None)
+    for what_if in ({}, {"optimizer": "random"}, {"setting": ["top_k=4"]}, {"target": TARGETS / "moe-7b.yaml"},
+                    {"fmt": "megatron"}, {"as_json": True}, {"fmt": "yaml", "out": tmp_path / "mix.yaml"}):
+        cli.recommend(**(base | what_if))
+        assert saved.read_bytes() == before, what_if
+    assert (tmp_path / "mix.yaml").is_file()
+    with pytest.raises(InputError, match=r"--out .*recommendation.json: that is the job's own"):
+        cli.recommend(**(base | {"fmt": "json", "out": saved}))
+    assert saved.read_bytes() == before
