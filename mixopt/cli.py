@@ -595,6 +595,10 @@ def _print_recommendation(rec: dict[str, Any], path: Path | None) -> None:
         evidence.append(f"kl_lambda {details['kl_lambda']:g} ({details.get('kl_lambda_choice', 'set')})")
     if evidence:
         console.print("evidence: " + "; ".join(evidence), highlight=False)
+    notes = rec.get("notes", [])
+    for n in notes:  # what says not to trust it comes beside the evidence, not after the tables
+        if n.startswith("warning:"):
+            console.print(f"[bold yellow]warning:[/] {escape(n.removeprefix('warning:').strip())}", highlight=False)
     lad = details.get("ladder")
     if lad and lad.get("rows"):
         fid = lad.get("fidelity") or {}
@@ -617,8 +621,9 @@ def _print_recommendation(rec: dict[str, Any], path: Path | None) -> None:
             ct.add_row(d, f"{c['weight']:.4f}", f"{c['documents']:,}", escape(", ".join(c["top_terms"][:8])),
                        example)
         console.print(ct)
-    for n in rec.get("notes", []):
-        console.print(f"  • {n}", highlight=False)
+    for n in notes:
+        if not n.startswith("warning:"):
+            console.print(f"  • {n}", highlight=False)
     if path:
         console.print(f"the job's recommendation: {path}")
 

@@ -170,3 +170,30 @@ def test_per_domain_modelling_is_compared_out_of_fold():
     best = max(cv.values(), key=lambda v: v["spearman"])["spearman"]
     assert cv[rec.details["per_domain"]]["spearman"] == pytest.approx(best, abs=1e-3)
     assert any("out-of-fold Spearman" in n for n in rec.notes)
+
+
+def test_thin_evidence_is_said_beside_the_recommendation(capsys):
+    """Losses that are pure noise: the predictor ranks held-out runs no better than chance, predicts the
+    optimum worse than the best measured run, and tight caps leave a handful of feasible candidates. Each is a
+    warning, printed right under the out-of-fold ρ and the best measured run, before any other note."""
+    from mixopt.cli import _print_recommendation
+
+    rng = np.random.default_rng(7)
+    W = rng.dirichlet(np.ones(3), size=12)
+    df = pd.DataFrame(W, columns=["w_a", "w_b", "w_c"])
+    df["loss_a"] = 3.0 + rng.normal(0, 0.05, 12)
+    df["run_id"] = [f"r{i}" for i in range(12)]
+    table = RunTable(df, token_counts={"a": 100.0, "b": 100.0, "c": 100.0})
+    # caps of 0.35 per domain: Dirichlet(prior) draws seldom keep all three shares under them
+    rec = mixopt.recommend(table, optimizer="regmix", seed=0, predictor="linear", n_candidates=2000, top_k=64,
+                           n_bootstrap=0, kl_lambda=0, target_tokens=300 * 15 / 1.05)
+    warnings = [n for n in rec.notes if n.startswith("warning:")]
+    assert rec.details["oof_spearman"] < 0.5 and rec.details["feasible"] < 64
+    assert len(warnings) == 3, rec.notes
+    assert "ranks held-out runs poorly" in warnings[0] and "worse than the best measured run" in warnings[1]
+    assert f"only {rec.details['feasible']} of 2,000 simulated mixtures" in warnings[2]
+    _print_recommendation(rec.to_dict(), None)
+    out = " ".join(capsys.readouterr().out.split())  # as one line, whatever the terminal's width
+    evidence = out[out.index("evidence:"):out.index("warning:")]
+    assert "out-of-fold ρ 0." in evidence and f"best measured run {rec.details['best_run']['run_id']}" in evidence
+    assert out.count("warning:") == 3 and out.rindex("warning:") < out.index(" • "), out

@@ -278,6 +278,13 @@ class SurrogateOptimizer(OptimizerBase):
         if predicted > y[i_best]:
             notes.append(f"warning: predicted {predicted:.4f}, worse than the best measured run "
                          f"{ok.run_ids()[i_best]} ({y[i_best]:.4f})")
+        k = min(s.top_k, s.n_candidates)
+        if n_feasible < k:  # the caps left the simulation almost nothing to choose among
+            notes.append(f"warning: only {n_feasible:,} of {s.n_candidates:,} simulated mixtures satisfy the "
+                         f"repetition caps (top_k {k}), so the recommendation " +
+                         ("averages all of them" if n_feasible else "is drawn from the capped simplex") +
+                         "; loosen the caps (optimizer.max_epochs, more text for the capped domains) or trust it "
+                         "only as far as the ladder confirms it")
         candidates = [{"label": f"{self.name} (kl_lambda {x:g})", "kl_lambda": x,
                        "weights": mixture_dict(history.domains, optima[x]),
                        "predicted": float(model.predict(optima[x][None, :])[0]),
