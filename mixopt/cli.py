@@ -215,6 +215,9 @@ def status(job: JobArg = None, workdir: WorkdirOpt = DEFAULT_WD,
     eta = _eta(st)
     if eta:
         console.print(f"[bold]{'time left':>15}[/]: {eta}")
+        flying = _in_flight(st)
+        if flying:
+            console.print(f"[bold]{'in flight':>15}[/]: {flying}", highlight=False)
     console.print(f"[bold]{'folder':>15}[/]: {st.path}")
     if (st.path / "recommendation.json").is_file():
         console.print(f"[bold]{'recommendation':>15}[/]: {st.path / 'recommendation.json'}")
@@ -257,6 +260,21 @@ def _eta(st: Any, recent: int = 8) -> str:
     minutes = left * per_run / 60
     return (f"about {minutes:.0f} min for the search's {left} remaining runs (the last {len(last) - 1} runs' pace)"
             + (", then the ladder" if st.spec.ladder.enabled is not False else ""))
+
+
+def _in_flight(st: Any, most: int = 6) -> str:
+    """The runs a running job has proposed and not finished, and how long the oldest has been out: what the
+    pending count stands for, and a run that hangs shows up here."""
+    import time
+
+    df = st.frame()
+    pending = df[df["status"] == "pending"].sort_values("created_at") if len(df) else df
+    if not len(pending):
+        return ""
+    ids = list(pending["run_id"])
+    since = (time.time() - float(pending["created_at"].iloc[0])) / 60
+    return (", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
+            + f" (the oldest proposed {since:.0f} min ago)")
 
 
 def _state(st: Any) -> str:
