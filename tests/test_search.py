@@ -89,6 +89,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     proc.wait()
     before = results(db)
     assert 2 <= len(before) < 6
+    prepared = sorted((wd / "data").iterdir())
     store = JobStore(db.parent)
     pending_before = [p.run_id for p in store.pending()]
 
@@ -106,6 +107,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
         assert rid in after
     rec = json.loads((db.parent / "recommendation.json").read_text())
     assert abs(sum(rec["weights"].values()) - 1) < 1e-9
+    assert sorted((wd / "data").iterdir()) == prepared  # resume read the job's prepared data, made no second copy
     # MLflow has one child per run: the re-run pending runs reused their MLflow run, none duplicated
     children = mlflow_children(wd, store)
     assert sorted(children) == sorted(after)
