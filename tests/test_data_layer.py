@@ -635,3 +635,20 @@ def test_a_validation_split_far_from_val_fraction_is_warned(tmp_path, caplog):
         prepare(spec, tmp_path / "data")
     msg = " ".join(r.getMessage() for r in caplog.records)
     assert "domains.d: validation holds" in msg and "from 1 document(s)" in msg
+
+
+def test_a_validation_split_of_few_documents_is_warned_though_its_share_is_right(tmp_path, caplog):
+    """40 files kept whole: validation takes about `val_fraction` of the bytes, but from two or three documents,
+    so the domain's validation loss rests on them; the warning says so and how to split the files."""
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(40):
+        one_big_file(many / f"{i:02d}.txt", paragraphs=20, seed=10 + i)
+    other = {"sources": [{"glob": str(one_big_file(tmp_path / "other.txt"))}]}
+    spec = spec_of({"many": {"sources": [{"glob": str(many / "*.txt")}]}, "other": other}, min_val_tokens=256)
+    with caplog.at_level("WARNING"):
+        data = prepare(spec, tmp_path / "data")
+    m = data.index["domains"]["many"]
+    assert 1 <= m["val_docs"] < 10 and m["val_tokens"] / (m["train_tokens"] + m["val_tokens"]) < 0.15
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "domains.many: validation holds" in msg and "documents: paragraphs" in msg
