@@ -25,10 +25,13 @@ cluster.shutdown()
 """
 
 
-@pytest.mark.parametrize("driver_nice", [0, 5])
-def test_local_workers_run_at_the_drivers_priority_with_token_auth(driver_nice):
+@pytest.mark.parametrize("driver_nice, lower", [(0, None), (5, None), (0, 7)])
+def test_local_workers_run_at_the_drivers_priority_with_token_auth(driver_nice, lower):
+    """Workers at the driver's niceness, or `RAY_worker_niceness` steps below it where the user sets that."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_worker_niceness")}
     env["PYTHONPATH"] = str(ROOT)
+    if lower is not None:
+        env["RAY_worker_niceness"] = str(lower)
     cmd = [sys.executable, "-c", PROBE]
     if driver_nice:
         cmd = ["nice", "-n", str(driver_nice), *cmd]
@@ -36,7 +39,8 @@ def test_local_workers_run_at_the_drivers_priority_with_token_auth(driver_nice):
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
     base = os.nice(0)
-    assert got == {"worker_nice": base + driver_nice, "driver_nice": base + driver_nice, "token": True}, got
+    assert got == {"worker_nice": base + driver_nice + (lower or 0), "driver_nice": base + driver_nice,
+                   "token": True}, got
 
 
 def test_opting_out_of_token_auth_still_works_and_warns():
