@@ -102,17 +102,18 @@ def _zoo(name: str, **over: Any) -> dict[str, Any]:
     return {**yaml.safe_load((ROOT / "proxies" / f"{name}.yaml").read_text()), **over}
 
 
-def settings(mode: str) -> dict[str, Any]:
-    """Full mode is the demo's own recipe (search/demo.yaml: nano proxies at 100 tokens per parameter, the ladder
-    at micro) against a target 15.6× nano's parameters trained on 4× its tokens."""
+def settings(mode: str, demo: Any = None) -> dict[str, Any]:
+    """Full mode is the demo's own recipe — the proxy, the ladder's rung (its first `fidelity`, if any) and the
+    ladder as search/demo.yaml sets them — against a target of 117k parameters (2 × 64: 15.6× nano's) trained for
+    3.0M tokens, the target of every earlier run of this benchmark."""
     if mode == "full":
-        proxy, ladder = _zoo("nano"), _zoo("micro")
-        tokens = 748_800 * 4
+        proxy = demo.proxy.model_dump(mode="json") if demo is not None else _zoo("nano")
+        ladder = demo.fidelities[0].model_dump(mode="json") if demo is not None and demo.fidelities else None
         return dict(proxy=proxy, ladder_proxy=ladder,
                     target=dict(name="e2e-target", n_layer=2, n_head=4, d_model=64, seq_len=128, batch_size=16,
-                                lr=3e-3, warmup_frac=0.1, eval_windows=32, tokens=tokens),
-                    runs=24, parallelism=4, seeds=3, rank_mixtures=0, n_candidates=100_000,
-                    ladder=dict(candidates=3, seeds=2))
+                                lr=3e-3, warmup_frac=0.1, eval_windows=32, tokens=748_800 * 4),
+                    runs=demo.budget.runs if demo is not None else 24, parallelism=4, seeds=3, rank_mixtures=0,
+                    n_candidates=100_000, ladder=dict(candidates=3, seeds=2))
     if mode == "quick":
         return dict(proxy=_zoo("nano", tokens_per_param=40), ladder_proxy=_zoo("micro", tokens_per_param=20),
                     target=dict(name="e2e-target", n_layer=2, n_head=2, d_model=48, seq_len=128, batch_size=16,
@@ -137,7 +138,8 @@ def run_search(name: str, optimizer: dict[str, Any], cfg: dict, objective: dict,
     from mixopt.spec import SearchSpec
 
     spec = SearchSpec(name=f"e2e-{name.split()[0]}", dataset=dataset, proxy=cfg["proxy"],
-                      fidelities=[cfg["ladder_proxy"]], optimizer=optimizer, objective=objective,
+                      fidelities=[cfg["ladder_proxy"]] if cfg.get("ladder_proxy") else [], optimizer=optimizer,
+                      objective=objective,
                       budget={"runs": runs}, ladder={**cfg["ladder"], "enabled": True} if ladder else False,
                       parallelism=cfg["parallelism"], seed=seed)
     t0 = time.perf_counter()
@@ -290,6 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "ladder candidates (were the ladder's rejections right at the target?)")
     ap.add_argument("--workers", type=int, default=None, help="parallel target trainings (default: 1 on a GPU, "
                     "else one per CPU core)")
+    ap.add_argument("--seeds", type=int, default=None, help="target seeds per mixture (full mode: 3)")
     args = ap.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
@@ -302,7 +305,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return res
     con = Console(stderr=args.json, width=150)
     mode = "toy" if args.toy else "quick" if args.quick else "full"
-    cfg = settings(mode)
+    from mixopt.spec import SearchSpec
+
+    demo = SearchSpec.from_yaml(ROOT / "search" / "demo.yaml")  # the default recipe
+    cfg = settings(mode, demo)
+    if args.seeds is not None:
+        if args.seeds < 2:
+            ap.error("--seeds must be at least 2 (the gaps are paired over seeds)")
+        cfg["seeds"] = args.seeds
     if args.rank_mixtures is not None:
         cfg["rank_mixtures"] = args.rank_mixtures
     objective = {"metrics": [args.objective]} if args.objective else {"metrics": None}
@@ -313,13 +323,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     from mixopt.data import prepare
     from mixopt.proxies import model_size
-    from mixopt.spec import ProxySpec, SearchSpec, load_dataset
+    from mixopt.spec import ProxySpec, load_dataset
 
     dataset = load_dataset(args.dataset)
     data = prepare(dataset, workdir / "data")
     proxy = ProxySpec.model_validate(cfg["proxy"]).for_vocab(data.vocab_size)
     cfg["proxy"] = proxy.model_dump(mode="json")
-    cfg["target"]["tokens"] = max(cfg["target"]["tokens"], 4 * proxy.tokens)
+    if mode != "full":  # the quick and toy proxies are scaled down with their target
+        cfg["target"]["tokens"] = max(cfg["target"]["tokens"], 4 * proxy.tokens)
+    elif proxy.tokens > cfg["target"]["tokens"]:
+        ap.error(f"the demo's proxy trains {proxy.tokens:,} tokens, more than the target's {cfg['target']['tokens']:,}")
     p_size = model_size(proxy, data.vocab_size)
     t_size = model_size(ProxySpec.model_validate(cfg["target"]), data.vocab_size)
     ratio_params, ratio_tokens = t_size.total / p_size.total, cfg["target"]["tokens"] / proxy.tokens
@@ -334,13 +347,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     #    aggregate objective, no ladder) and Optuna's TPE, each with as many proxy runs as that compute buys.
     searches: dict[str, dict] = {}
     skipped: dict[str, str] = {}
-    demo = SearchSpec.from_yaml(ROOT / "search" / "demo.yaml")  # the default recipe's optimizer settings
-    opt = {"name": demo.optimizer.name, **demo.optimizer.settings, "n_candidates": cfg["n_candidates"]}
+    opt = {"name": demo.optimizer.name, **demo.optimizer.settings}
+    if "n_candidates" in demo.optimizer.settings:
+        opt["n_candidates"] = cfg["n_candidates"]
+    ladder_on = True
     if mode == "full":
         cfg["ladder"] = {"candidates": demo.ladder.candidates, "seeds": demo.ladder.seeds}
-    con.print(f"[bold]search default[/] (regmix as search/demo.yaml sets it, {cfg['runs']} proxy runs + the ladder)")
+        ladder_on = demo.ladder.enabled is not False
+    con.print(f"[bold]search default[/] ({demo.optimizer.name} as search/demo.yaml sets it, {cfg['runs']} proxy runs"
+              + (" + the ladder)" if ladder_on else "; no ladder)"))
     searches["default"] = run_search("default", opt, cfg, objective, workdir, args.seed, con.print, dataset,
-                                     cfg["runs"], ladder=True)
+                                     cfg["runs"], ladder=ladder_on)
     equal_runs = max(cfg["runs"], int(round(searches["default"]["proxy_flops"] / proxy_run_flops)))
     today = {"name": "regmix", "n_candidates": cfg["n_candidates"], "kl_lambda": 0.0, "per_domain": "aggregate"}
     plan = [("regmix λ=0, no ladder", today),
@@ -463,7 +480,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   {k: r[k] for k in ("label", "kind", "values", "mean")} for r in lad.get("rows", [])]},
               "default_details": {k: searches["default"]["details"].get(k) for k in
                                   ("per_domain", "modelling", "kl_lambda", "kl_lambda_choice", "distance_to_prior",
-                                   "oof_spearman", "verified_by", "optimizer_weights")},
+                                   "oof_spearman", "verified_by", "optimizer_weights", "elasticity",
+                                   "gain_over_uniform", "gain_over_uniform_se", "gain_over_prior",
+                                   "gain_over_prior_se")},
               "equal_compute_runs": equal_runs, "target_seconds": target_seconds,
               "wall_seconds": time.perf_counter() - t_start}
     store = searches["default"]["store"]

@@ -101,15 +101,20 @@ def trend_rows(values: dict[str, dict[str, list[float]]], flops: dict[str, float
     return rows
 
 
-def _train(args: tuple[dict, dict[str, float], int, str]) -> dict[str, float] | None:
-    """One target run: a mixture and a seed, one thread; its per-domain validation losses (None if it failed)."""
-    spec_dict, mixture, seed, data_dir = args
+def _train(args: tuple[dict, dict[str, float], int, str, float]) -> dict[str, float] | None:
+    """One run: a mixture and a seed, one thread; its per-domain validation losses (None if it failed).
+
+    `fraction` < 1 trains on the first that fraction of every domain's training tokens (validation unchanged)."""
+    spec_dict, mixture, seed, data_dir, fraction = args
     from mixopt.data import PreparedData
     from mixopt.proxies import train_proxies
     from mixopt.spec import ProxySpec
 
     data = PreparedData.open(data_dir)
-    res = train_proxies(ProxySpec.model_validate(spec_dict), [mixture], [seed], data.load("train", mmap=False),
+    train = data.load("train", mmap=False)
+    if fraction < 1:
+        train = {d: a[: max(1, int(len(a) * fraction))] for d, a in train.items()}
+    res = train_proxies(ProxySpec.model_validate(spec_dict), [mixture], [seed], train,
                         data.load("val", mmap=False), data.vocab_size, threads=1)[0]
     return dict(res.losses) if res.status == "ok" else None
 
@@ -170,39 +175,92 @@ def _gap(vals: list[float], ref: list[float]) -> tuple[float, float]:
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
 
 
-def fit_at_rung(rung: str, res: dict[str, Any], rung_spec: dict[str, Any], domains: list[str], run_all: Any,
-                con: Any) -> dict[str, Any]:
-    """Step 5: the design at a cheap rung, its elasticities and optimum, that optimum checked at the target."""
-    from rich.table import Table
+def rung_fit(rung: str, res: dict[str, Any], rung_spec: dict[str, Any], domains: list[str], run_all: Any,
+             fraction: float = 1.0) -> dict[str, Any]:
+    """The design trained at a cheap rung with FILE's design seeds, its elasticities and optimum w ∝ s, set
+    against the target's fit: Spearman of the elasticities, L1 between the optima, and what the target's own law
+    predicts for the rung's optimum (its gain over uniform; the target-fitted optimum's is the most there is)."""
     from scipy.stats import spearmanr
 
     design = {r["mixture"]: r["weights"] for r in res["design"]}
-    got = run_all(design, res["design_seeds"], f"design at {rung}", sd=rung_spec)
+    got = run_all(design, res["design_seeds"], f"design at {rung}", sd=rung_spec, fraction=fraction)
     el = fit_elasticities(design, got, domains)
     w = optimum(el, floor=0.02)
-    vals = [_objective(r) for r in run_all({"rung optimum": w}, res["eval_seeds"], "check")["rung optimum"]]
-    ref = next(r for r in res["check"] if r["mixture"] == "uniform")["values"]
-    g, se = _gap(vals, ref)
     tgt = res["optimum"]
     s_t = np.array([res["elasticity"][d]["s"] for d in domains])
     s_r = np.array([el[d]["s"] for d in domains])
-    out = {"rung": rung, "elasticity": el, "optimum": w, "values": vals, "gap_to_uniform": g, "gap_se": se,
-           "beyond_noise": bool(abs(g) > 2 * se),
-           "l1_to_target_optimum": float(sum(abs(w[d] - tgt[d]) for d in domains)),
-           "elasticity_spearman": float(spearmanr(s_t, s_r)[0]), "design_losses": got}
-    t = Table(title=f"Elasticities fitted at {rung} and at the target, and the {rung}-fitted optimum")
-    for col in ("", *domains):
+    return {"rung": rung, "spec": rung_spec, "data_fraction": fraction, "elasticity": el, "optimum": w,
+            "l1_to_target_optimum": float(sum(abs(w[d] - tgt[d]) for d in domains)),
+            "elasticity_spearman": float(spearmanr(s_t, s_r)[0]),
+            "predicted_gain_under_target_law": predicted_gain(res["elasticity"], w),
+            "target_law_best": predicted_gain(res["elasticity"], tgt), "design_losses": got}
+
+
+def _rung_table(con: Any, res: dict[str, Any], fits: list[dict[str, Any]], domains: list[str]) -> None:
+    from rich.table import Table
+
+    t = Table(title="Elasticities fitted at each rung and at the target; each rung's optimum w ∝ s, and the gain "
+                    "over uniform the target's own law predicts for it")
+    for col in ("", *domains, "pred. gain"):
         t.add_column(col[:10], justify="left" if not col else "right")
-    t.add_row("s at target", *[f"{v:.3f}" for v in s_t])
-    t.add_row(f"s at {rung}", *[f"{v:.3f}" for v in s_r])
-    t.add_row("w target-fitted", *[f"{tgt[d]:.3f}" for d in domains])
-    t.add_row(f"w {rung}-fitted", *[f"{w[d]:.3f}" for d in domains])
+    t.add_row("s at target", *[f"{res['elasticity'][d]['s']:.3f}" for d in domains], "")
+    t.add_row("w target", *[f"{res['optimum'][d]:.3f}" for d in domains],
+              f"{predicted_gain(res['elasticity'], res['optimum']):+.4f}")
+    for f in fits:
+        t.add_row(f"s at {f['rung']}", *[f"{f['elasticity'][d]['s']:.3f}" for d in domains], "")
+        t.add_row(f"w {f['rung']}", *[f"{f['optimum'][d]:.3f}" for d in domains],
+                  f"{f['predicted_gain_under_target_law']:+.4f}")
     con.print(t)
+
+
+def fit_at_rung(rung: str, res: dict[str, Any], rung_spec: dict[str, Any], domains: list[str], run_all: Any,
+                con: Any, fraction: float = 1.0) -> dict[str, Any]:
+    """Step 5: the design at a cheap rung, its elasticities and optimum, that optimum checked at the target."""
+    out = rung_fit(rung, res, rung_spec, domains, run_all, fraction)
+    w = out["optimum"]
+    vals = [_objective(r) for r in run_all({"rung optimum": w}, res["eval_seeds"], "check")["rung optimum"]]
+    ref = next(r for r in res["check"] if r["mixture"] == "uniform")["values"]
+    g, se = _gap(vals, ref)
+    out.update(values=vals, gap_to_uniform=g, gap_se=se, beyond_noise=bool(abs(g) > 2 * se))
+    _rung_table(con, res, [out], domains)
     con.print(f"{rung}-fitted optimum at the target ({len(vals)} fresh seeds): gap to uniform {g:+.4f} ± {se:.4f} "
               f"({'beyond' if out['beyond_noise'] else 'within'} 2 SE); L1 to the target-fitted optimum "
               f"{out['l1_to_target_optimum']:.3f}; Spearman of the elasticities {out['elasticity_spearman']:.2f}")
     res.setdefault("fitted_at", {})[rung] = out
     return res
+
+
+def screen(rungs: dict[str, tuple[dict[str, Any], float]], res: dict[str, Any], domains: list[str], run_all: Any,
+           con: Any) -> dict[str, Any]:
+    """Step 6 (`--screen PROXY ...`): step 5 without the check, for several proxies: which proxy's elasticities
+    look like the target's? Cheap (the design at each proxy only); the check at the target is `--fit-at`."""
+    fits = [rung_fit(r, res, spec, domains, run_all, frac) for r, (spec, frac) in rungs.items()]
+    _rung_table(con, res, fits, domains)
+    for f in fits:
+        con.print(f"{f['rung']}: Spearman of the elasticities {f['elasticity_spearman']:.2f}, L1 to the target "
+                  f"optimum {f['l1_to_target_optimum']:.3f}, predicted gain {f['predicted_gain_under_target_law']:+.4f}"
+                  f" (the target's own optimum: {f['target_law_best']:+.4f})")
+    res.setdefault("screen", {}).update({f["rung"]: f for f in fits})
+    return res
+
+
+def load_rung(arg: str, vocab: int, toy: bool) -> tuple[str, dict[str, Any], float]:
+    """A zoo proxy by name (nano, micro, …) or a proxy YAML file, optionally `@F`: trained on the first fraction
+    F of every domain's training tokens. Its label, spec dict at the dataset's vocabulary, and F."""
+    import yaml
+
+    from mixopt.spec import ProxySpec
+
+    name, _, frac = arg.partition("@")
+    fraction = float(frac) if frac else 1.0
+    label = Path(name).stem + (f"@{frac}" if frac else "")
+    if toy:
+        return label, dict(rung_specs(vocab, True)["micro"], name=Path(name).stem), fraction
+    path = Path(name)
+    if not path.suffix:
+        path = ROOT / "proxies" / f"{name}.yaml"
+    spec = ProxySpec.model_validate(yaml.safe_load(path.read_text())).for_vocab(vocab).model_dump(mode="json")
+    return label, spec, fraction
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -217,14 +275,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "micro) and test the straight-line extrapolation of each gap to the target")
     ap.add_argument("--trend-from", type=Path, default=None, help="only add the trend to an earlier --out file "
                     "(its design mixtures and seeds; written back to --out)")
-    ap.add_argument("--fit-at", choices=("nano", "micro"), default=None, help="with --from: fit the elasticities "
-                    "on the design trained at this rung and check that optimum at the target")
+    ap.add_argument("--fit-at", default=None, help="with --from: fit the elasticities on the design trained at "
+                    "this proxy (a zoo name such as nano or micro, or a proxy YAML) and check that optimum at the "
+                    "target")
+    ap.add_argument("--screen", nargs="+", default=None, metavar="PROXY", help="with --from: fit the elasticities "
+                    "at each proxy (zoo names or YAMLs) and compare them with the target's, without the check")
     ap.add_argument("--from", dest="from_file", type=Path, default=None, help="an earlier --out file (its design, "
                     "seeds and the check's uniform runs)")
     training_args(ap)
     args = ap.parse_args(argv)
-    if (args.fit_at is None) != (args.from_file is None):
-        ap.error("--fit-at and --from go together")
+    if ((args.fit_at is None) and (args.screen is None)) != (args.from_file is None):
+        ap.error("--fit-at or --screen and --from go together")
     if args.eval_seeds < 2 or args.design_seeds < 1:
         ap.error("--eval-seeds must be at least 2 and --design-seeds at least 1")
     from rich.console import Console
@@ -258,13 +319,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"mixtures × {len(d_seeds)} seeds, then the check: 3 mixtures × {len(e_seeds)} fresh seeds")
     sd = spec.model_dump(mode="json")
 
-    def run_all(mixes: dict[str, dict[str, float]], seeds: list[int], stage: str, sd: dict = sd
-                ) -> dict[str, list]:
+    def run_all(mixes: dict[str, dict[str, float]], seeds: list[int], stage: str, sd: dict = sd,
+                fraction: float = 1.0) -> dict[str, list]:
         jobs = [(n, s) for s in seeds for n in mixes]
         t0 = time.perf_counter()
         out: dict[str, list] = {n: [None] * len(seeds) for n in mixes}
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            futs = [pool.submit(_train, (sd, mixes[n], s, str(data.path))) for n, s in jobs]
+            futs = [pool.submit(_train, (sd, mixes[n], s, str(data.path), fraction)) for n, s in jobs]
             for i, ((n, s), f) in enumerate(zip(jobs, futs, strict=True)):
                 out[n][seeds.index(s)] = f.result()
                 con.print(f"  {stage}: {i + 1}/{len(jobs)} runs ({time.perf_counter() - t0:.0f} s)")
@@ -299,9 +360,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         design = {r["mixture"]: r["weights"] for r in res["design"]}
         res["trend"] = trend(design, res["design_seeds"], {r["mixture"]: r["values"] for r in res["design"]})
         return emit(res, args.out, args.json)
+    if args.screen is not None:
+        specs = {lab: (sp, f) for lab, sp, f in (load_rung(p, data.vocab_size, args.toy) for p in args.screen)}
+        return emit(screen(specs, json.loads(args.from_file.read_text()), domains, run_all, con), args.out, args.json)
     if args.fit_at is not None:
-        return emit(fit_at_rung(args.fit_at, json.loads(args.from_file.read_text()), rungs[args.fit_at], domains,
-                                run_all, con), args.out, args.json)
+        label, rung_spec, frac = load_rung(args.fit_at, data.vocab_size, args.toy)
+        rung_spec = rungs.get(args.fit_at, rung_spec)
+        return emit(fit_at_rung(label, json.loads(args.from_file.read_text()), rung_spec, domains, run_all, con,
+                                frac), args.out, args.json)
     design_losses = run_all(design, d_seeds, "design")
     elast = fit_elasticities(design, design_losses, domains)
     best = optimum(elast, floor=0.02)

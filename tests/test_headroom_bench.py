@@ -1,5 +1,6 @@
 """Keeps benchmarks/headroom.py working: the --toy path fits the target's elasticities, checks their optimum on
-fresh seeds, reads the trend across rungs, adds a trend to an earlier result, and fits at a cheap rung."""
+fresh seeds, reads the trend across rungs, adds a trend to an earlier result, fits at a cheap rung, and screens
+several proxies against the target's fit."""
 
 from __future__ import annotations
 
@@ -56,3 +57,15 @@ def test_headroom_toy_path_fits_checks_and_reads_the_trend(tmp_path, workdir):
     uni = next(r for r in got["check"] if r["mixture"] == "uniform")["values"]
     assert f["gap_to_uniform"] == pytest.approx(sum(a - b for a, b in zip(f["values"], uni, strict=True)) / 2)
     assert -1 <= f["elasticity_spearman"] <= 1 and f["l1_to_target_optimum"] >= 0
+
+    # --screen fits the law at several proxies (the second on half of every domain's training tokens) and sets
+    # each against the target's fit without training the target again
+    screened = tmp_path / "screened.json"
+    res = run("--screen", "nano", "micro@0.5", "--from", str(out), "--workdir", str(workdir), "--out",
+              str(screened))
+    assert res.returncode == 0, res.stderr
+    sc = json.loads(screened.read_text())["screen"]
+    assert list(sc) == ["nano", "micro@0.5"] and sc["micro@0.5"]["data_fraction"] == 0.5
+    for f in sc.values():
+        assert abs(sum(f["optimum"].values()) - 1) < 1e-9 and "values" not in f
+        assert math.isfinite(f["predicted_gain_under_target_law"]) and -1 <= f["elasticity_spearman"] <= 1

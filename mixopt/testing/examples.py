@@ -207,6 +207,11 @@ def _mixing_law() -> ContractExample:
     return ContractExample(static_history(12), settings={"bootstrap": 2, "kl_grid": [0.0, 0.05]})
 
 
+def _elasticity() -> ContractExample:
+    # A dozen static runs: four per fitted slope and more; few bootstrap refits keep the check fast.
+    return ContractExample(static_history(12), settings={"n_bootstrap": 8})
+
+
 SCALES = [{"params": 1e6, "tokens": 2e7}, {"params": 4e6, "tokens": 8e7}, {"params": 1.6e7, "tokens": 3.2e8}]
 
 
@@ -310,6 +315,7 @@ BUILTIN_EXAMPLES: dict[str, Callable[[], ContractExample]] = {
     "mixopt.optimizers.aioli:Aioli": _aioli,
     "mixopt.optimizers.doremi:DoReMi": _doremi,
     "mixopt.optimizers.scaling:Scaling": _scaling,
+    "mixopt.optimizers.elasticity:Elasticity": _elasticity,
 }
 
 
