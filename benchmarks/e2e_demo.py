@@ -293,6 +293,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workers", type=int, default=None, help="parallel target trainings (default: 1 on a GPU, "
                     "else one per CPU core)")
     ap.add_argument("--seeds", type=int, default=None, help="target seeds per mixture (full mode: 3)")
+    ap.add_argument("--recipe", type=Path, default=ROOT / "search" / "demo.yaml", help="the search spec whose "
+                    "proxy, rung, optimizer, budget and ladder are the 'default' row (default: search/demo.yaml)")
     args = ap.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
@@ -307,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mode = "toy" if args.toy else "quick" if args.quick else "full"
     from mixopt.spec import SearchSpec
 
-    demo = SearchSpec.from_yaml(ROOT / "search" / "demo.yaml")  # the default recipe
+    demo = SearchSpec.from_yaml(args.recipe)  # the default recipe
     cfg = settings(mode, demo)
     if args.seeds is not None:
         if args.seeds < 2:
@@ -350,11 +352,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     opt = {"name": demo.optimizer.name, **demo.optimizer.settings}
     if "n_candidates" in demo.optimizer.settings:
         opt["n_candidates"] = cfg["n_candidates"]
-    ladder_on = True
+    ladder_on = demo.ladder.enabled is not False
     if mode == "full":
         cfg["ladder"] = {"candidates": demo.ladder.candidates, "seeds": demo.ladder.seeds}
-        ladder_on = demo.ladder.enabled is not False
-    con.print(f"[bold]search default[/] ({demo.optimizer.name} as search/demo.yaml sets it, {cfg['runs']} proxy runs"
+    con.print(f"[bold]search default[/] ({demo.optimizer.name} as {args.recipe.name} sets it, {cfg['runs']} "
+              "proxy runs"
               + (" + the ladder)" if ladder_on else "; no ladder)"))
     searches["default"] = run_search("default", opt, cfg, objective, workdir, args.seed, con.print, dataset,
                                      cfg["runs"], ladder=ladder_on)

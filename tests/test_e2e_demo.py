@@ -40,3 +40,18 @@ def test_e2e_demo_toy_path_runs_and_reports(tmp_path, monkeypatch, request):
     assert (tmp_path / "a.png").stat().st_size > 1000
     mod.main(["--from-json", str(out), "--plot", str(tmp_path / "b.png")])  # redrawn from the JSON alone
     assert (tmp_path / "b.png").stat().st_size > 1000
+
+
+def test_e2e_demo_measures_another_recipe(tmp_path, monkeypatch, request):
+    """--recipe: the elasticity recipe (no ladder) is the 'default' row, with its law's evidence in the result."""
+    spec = importlib.util.spec_from_file_location("e2e_demo", ROOT / "benchmarks" / "e2e_demo.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "e2e_demo", mod)
+    spec.loader.exec_module(mod)
+    request.addfinalizer(lambda: unregister_optimizer("tpe"))
+    res = mod.main(["--toy", "--workdir", str(tmp_path / "work"), "--recipe",
+                    str(ROOT / "search" / "elasticity-demo.yaml"), "--seeds", "2"])
+    assert res["ladder"] == {"rows": []}  # the recipe has no ladder
+    details = res["default_details"]
+    assert set(details["elasticity"]) == set(res["rows"][0]["weights"])
+    assert details["gain_over_uniform_se"] is not None and res["equal_compute_runs"] == 6
