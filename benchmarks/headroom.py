@@ -121,29 +121,15 @@ def _train(args: tuple[dict, dict[str, float], int, str, float]) -> dict[str, fl
 
 def fit_elasticities(mixtures: dict[str, dict[str, float]], losses: dict[str, list[dict[str, float] | None]],
                      domains: list[str]) -> dict[str, dict[str, float]]:
-    """Per domain: s_d (−∂L_d/∂log w_d) and its standard error, from L_d = c_seed − s_d·log w_d over every run.
+    """Per domain: s_d (−∂L_d/∂log w_d) and its standard error, from L_d = c_seed − s_d·log w_d over every run:
+    the `elasticity` optimizer's own fit (one offset per seed), on the runs that finished."""
+    from mixopt.optimizers.elasticity import fit_slopes
 
-    Ordinary least squares with numpy (one small design matrix per domain; nothing a library adds here)."""
-    names = list(mixtures)
-    n_seeds = len(next(iter(losses.values())))
-    out = {}
-    for d in domains:
-        rows, y = [], []
-        for n in names:
-            for j, run in enumerate(losses[n]):
-                if run is None:
-                    continue
-                x = np.zeros(n_seeds + 1)
-                x[j], x[-1] = 1.0, math.log(mixtures[n][d])
-                rows.append(x)
-                y.append(run[d])
-        a, b = np.array(rows), np.array(y)
-        coef, *_ = np.linalg.lstsq(a, b, rcond=None)
-        dof = max(len(b) - a.shape[1], 1)
-        sigma2 = float(((b - a @ coef) ** 2).sum() / dof)
-        cov = sigma2 * np.linalg.pinv(a.T @ a)
-        out[d] = {"s": float(-coef[-1]), "se": float(math.sqrt(max(cov[-1, -1], 0.0)))}
-    return out
+    runs = [(mixtures[n], j, run) for n in mixtures for j, run in enumerate(losses[n]) if run is not None]
+    W = np.array([[w[d] for d in domains] for w, _, _ in runs])
+    L = np.array([[run[d] for d in domains] for _, _, run in runs])
+    s, se = fit_slopes(W, L, list(range(len(domains))), [str(j) for _, j, _ in runs])
+    return {d: {"s": float(a), "se": float(b)} for d, a, b in zip(domains, s, se, strict=True)}
 
 
 def optimum(elasticity: dict[str, dict[str, float]], floor: float) -> dict[str, float]:

@@ -98,13 +98,9 @@ class Elasticity(OptimizerBase):
         W = np.clip(ok.weights, 1e-6, None)
         L = ok.df[[c for c, _, _ in law_cols]].to_numpy(dtype=float)
         groups = _groups(ok)
-        slopes, se = _fit(W, L, [i for _, i, _ in law_cols], groups)
-        oweights = np.zeros(len(domains))
-        for _, i, a in law_cols:
-            oweights[i] += a
-        el = np.zeros(len(domains))  # the objective's pull on each domain: Σ over its columns of a·s
-        for (_, i, a), sl in zip(law_cols, slopes, strict=True):
-            el[i] += a * sl
+        slopes, se = fit_slopes(W, L, [i for _, i, _ in law_cols], groups)
+        oweights = _pull(law_cols, np.ones(len(law_cols)), len(domains))  # the objective's weight per domain
+        el = _pull(law_cols, slopes, len(domains))
         prior, prior_note = resolve_prior(s, history)
         caps, cap_note = resolve_caps(s, history, prior, target)
         optima = {x: _solve(el, s.min_share, caps, x, prior) for x in sorted({s.kl_lambda, *s.kl_grid})}
@@ -168,9 +164,19 @@ def _design(W: np.ndarray, domain: int, groups: list[str]) -> np.ndarray:
     return np.column_stack(cols)
 
 
-def _fit(W: np.ndarray, L: np.ndarray, domains: list[int], groups: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Per law column: the slope s (the last coefficient) and its standard error, by least squares (numpy's
-    lstsq: a design of a few columns, nothing a library adds)."""
+def _pull(law_cols: list[tuple[str, int, float]], slopes: np.ndarray, K: int) -> np.ndarray:
+    """The objective's pull on each domain: Σ over the domain's columns of objective weight × slope."""
+    pull = np.zeros(K)
+    for (_, i, a), x in zip(law_cols, slopes, strict=True):
+        pull[i] += a * x
+    return pull
+
+
+def fit_slopes(W: np.ndarray, L: np.ndarray, domains: list[int], groups: list[str]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per column j of L (the loss of domain `domains[j]`): the slope s of L = c_group − s·log w (the last
+    coefficient) and its standard error, by least squares (numpy's lstsq: a design of a few columns, nothing a
+    library adds). Also what benchmarks/headroom.py fits at the target."""
     slopes, ses = [], []
     for j, d in enumerate(domains):
         X = _design(W, d, groups)
@@ -192,11 +198,8 @@ def _bootstrap(W: np.ndarray, L: np.ndarray, law_cols: list[tuple[str, int, floa
         take = rng.integers(0, m, m)
         if len(np.unique(take)) < 4:
             continue
-        sl, _ = _fit(W[take], L[take], [i for _, i, _ in law_cols], [groups[t] for t in take])
-        pull = np.zeros(K)
-        for (_, i, a), x in zip(law_cols, sl, strict=True):
-            pull[i] += a * x
-        out.append(pull)
+        sl, _ = fit_slopes(W[take], L[take], [i for _, i, _ in law_cols], [groups[t] for t in take])
+        out.append(_pull(law_cols, sl, K))
     return out
 
 
